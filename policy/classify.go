@@ -483,3 +483,10 @@ func sameAddr(addr, local, domain, delims string) bool {
 	l, d := splitAddr(addr)
 	return strings.EqualFold(d, domain) && strings.EqualFold(stripDetail(l, delims), local)
 }
+
+// MarshalVerdict renders v exactly as `replygate check --json` prints it
+// and as the golden files hold it: indented, with a final newline.
+func MarshalVerdict(v Verdict) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	return append(b, '\n'), err
+}
