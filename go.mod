@@ -7,4 +7,7 @@ require (
 	github.com/emersion/go-milter v0.5.0
 )
 
-require golang.org/x/text v0.14.0 // indirect
+require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
+	golang.org/x/text v0.14.0 // indirect
+)

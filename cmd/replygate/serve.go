@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/replygate/replygate/milter"
+	"github.com/replygate/replygate/policy"
+)
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config file (TOML); flags override it")
+	milterSpec := fs.String("milter", "", "milter listen spec: inet:HOST:PORT, inet6:[HOST]:PORT or unix:/path")
+	apiAddr := fs.String("api", "", "API listen address HOST:PORT")
+	stateDir := fs.String("state", "", "state directory")
+	relay := fs.String("relay", "", "SMTP relay for replies, HOST:PORT")
+	pos, err := parseFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", pos[0])}
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		flag string
+		dst  *string
+	}{{*milterSpec, &cfg.Milter.Listen}, {*apiAddr, &cfg.API.Listen}, {*stateDir, &cfg.StateDir}, {*relay, &cfg.Relay}} {
+		if o.flag != "" {
+			*o.dst = o.flag
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	state, err := cfg.ResolveStateDir()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+
+	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	// go-milter reports protocol errors through the standard logger.
+	log.SetFlags(0)
+	log.SetOutput(logWriter{logger})
+
+	p, err := policy.New(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	spec, _ := milter.ParseSpec(cfg.Milter.Listen) // validated above
+	mode, _ := cfg.SocketMode()
+	mln, err := milter.Listen(spec, mode)
+	if err != nil {
+		return fmt.Errorf("milter.listen %s: %w", spec, err)
+	}
+	if spec.Network == "unix" {
+		defer os.Remove(spec.Address)
+	}
+	aln, err := listenAPI(cfg.API.Listen)
+	if err != nil {
+		mln.Close()
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	filter := milter.New(p, cfg.MilterConfig(), logger, nil)
+	api := &http.Server{
+		Handler:           apiHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- filter.Serve(mln) }()
+	go func() { errc <- api.Serve(aln) }()
+	logger.Info("ready", "milter", spec.String(), "api", aln.Addr().String(), "state", state, "relay", cfg.Relay, "version", version)
+	notifySystemd("READY=1")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc: // a listener failed for good
+		logger.Error("listener failed", "err", runErr)
+	}
+	stop() // a second signal now kills the process
+	notifySystemd("STOPPING=1")
+	logger.Info("shutting down", "timeout", time.Duration(cfg.ShutdownTimeout).String())
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	defer cancel()
+	err = errors.Join(runErr, filter.Shutdown(sctx), api.Shutdown(sctx))
+	logger.Info("stopped", "messages", filter.Metrics().Messages.Load())
+	return err
+}
+
+// listenAPI opens the API port. Until the API speaks TLS it only listens
+// on loopback: settings must never travel in clear text.
+func listenAPI(addr string) (net.Listener, error) {
+	host, _, _ := net.SplitHostPort(addr)
+	if host != "localhost" {
+		ip := net.ParseIP(host)
+		if ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("api.listen %s: refusing a non-loopback address without TLS", addr)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("api.listen: %w", err)
+	}
+	return ln, nil
+}
+
+// apiHandler serves the health check; the /v1 settings API builds on it.
+func apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"error":"not found"}`+"\n")
+	})
+	return mux
+}
+
+// logWriter turns standard-library log lines into slog warnings.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(bytes.TrimSpace(p)), "source", "go-milter")
+	return len(p), nil
+}
+
+// notifySystemd tells systemd (Type=notify) about readiness; without
+// $NOTIFY_SOCKET it does nothing.
+func notifySystemd(state string) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if sock[0] == '@' {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.Write([]byte(state))
+}

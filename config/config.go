@@ -1,0 +1,221 @@
+// Package config reads replygate's TOML file. Every key is optional and
+// Default holds the value of each; contrib/replygate.toml lists them all,
+// and a test keeps that file and Default equal.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/replygate/replygate/milter"
+	"github.com/replygate/replygate/policy"
+)
+
+// Config is the whole file.
+type Config struct {
+	// StateDir holds the store and, by default, nothing else. Empty means
+	// $STATE_DIRECTORY (systemd's StateDirectory=), else
+	// $XDG_STATE_HOME/replygate, else ~/.local/state/replygate.
+	StateDir string `toml:"state_dir"`
+	// Relay is the SMTP server that vacation replies are handed to.
+	Relay string `toml:"relay"`
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	Milter Milter        `toml:"milter"`
+	API    API           `toml:"api"`
+	Policy policy.Config `toml:"policy"`
+}
+
+// Milter is the [milter] table.
+type Milter struct {
+	// Listen is a milter spec: inet:127.0.0.1:8894 by default, since it
+	// works for a chrooted Postfix and any user; unix:/path is as fast
+	// (BENCHMARKS.md) where the MTA can reach the path.
+	Listen string `toml:"listen"`
+	// SocketMode is the mode of a unix socket, as an octal string.
+	SocketMode string `toml:"socket_mode"`
+	// MaxSessions bounds live MTA connections; beyond it FailAction answers.
+	MaxSessions int `toml:"max_sessions"`
+	// IdleTimeout ends a session whose MTA sends nothing for that long.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// FailAction answers overload and internal errors: accept or tempfail.
+	FailAction string `toml:"fail_action"`
+	// TraceHeader adds X-Replygate-Verdict to every message.
+	TraceHeader bool `toml:"trace_header"`
+	// MaxHeaderFields and MaxHeaderBytes bound what is kept per message.
+	MaxHeaderFields int `toml:"max_header_fields"`
+	MaxHeaderBytes  int `toml:"max_header_bytes"`
+}
+
+// API is the [api] table.
+type API struct {
+	Listen string `toml:"listen"` // host:port
+}
+
+// DefaultMilterListen is where the milter listens with no config.
+const DefaultMilterListen = "inet:127.0.0.1:8894"
+
+// Default returns the configuration of a file that sets nothing.
+func Default() Config {
+	return Config{
+		Relay:           "127.0.0.1:25",
+		ShutdownTimeout: Duration(30 * time.Second),
+		Milter: Milter{
+			Listen:          DefaultMilterListen,
+			SocketMode:      "0666",
+			MaxSessions:     1000,
+			IdleTimeout:     Duration(10 * time.Minute),
+			FailAction:      string(milter.FailAccept),
+			MaxHeaderFields: policy.DefaultLimits.MaxFields,
+			MaxHeaderBytes:  policy.DefaultLimits.MaxBytes,
+		},
+		API:    API{Listen: "127.0.0.1:8895"},
+		Policy: policy.DefaultConfig(),
+	}
+}
+
+// Duration reads "30s", "10m" from TOML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 30s or 10m)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Load reads path over the defaults. An unknown key is an error that
+// names it, and every bad value is reported at once.
+func Load(path string) (Config, error) {
+	c := Default()
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate reports every problem, each naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := milter.ParseSpec(c.Milter.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("milter.listen: %w", err))
+	}
+	if _, err := c.SocketMode(); err != nil {
+		errs = append(errs, fmt.Errorf("milter.socket_mode: %w", err))
+	}
+	if c.Milter.MaxSessions < 1 {
+		errs = append(errs, fmt.Errorf("milter.max_sessions: %d must be at least 1", c.Milter.MaxSessions))
+	}
+	if c.Milter.IdleTimeout < Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("milter.idle_timeout: %v must be at least 1s", time.Duration(c.Milter.IdleTimeout)))
+	}
+	switch milter.FailAction(c.Milter.FailAction) {
+	case milter.FailAccept, milter.FailTempfail:
+	default:
+		errs = append(errs, fmt.Errorf("milter.fail_action: %q (want accept or tempfail)", c.Milter.FailAction))
+	}
+	if c.Milter.MaxHeaderFields < 10 {
+		errs = append(errs, fmt.Errorf("milter.max_header_fields: %d must be at least 10", c.Milter.MaxHeaderFields))
+	}
+	if c.Milter.MaxHeaderBytes < 4096 {
+		errs = append(errs, fmt.Errorf("milter.max_header_bytes: %d must be at least 4096", c.Milter.MaxHeaderBytes))
+	}
+	if err := checkHostPort(c.API.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("api.listen: %w", err))
+	}
+	if err := checkHostPort(c.Relay); err != nil {
+		errs = append(errs, fmt.Errorf("relay: %w", err))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("shutdown_timeout: must not be negative"))
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("state_dir: %q must be an absolute path", c.StateDir))
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: bad port", s)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: no host", s)
+	}
+	return nil
+}
+
+// SocketMode parses milter.socket_mode.
+func (c Config) SocketMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal file mode like 0660", c.Milter.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// MilterConfig is the milter package's view of the file.
+func (c Config) MilterConfig() milter.Config {
+	return milter.Config{
+		MaxSessions: c.Milter.MaxSessions,
+		IdleTimeout: time.Duration(c.Milter.IdleTimeout),
+		FailAction:  milter.FailAction(c.Milter.FailAction),
+		TraceHeader: c.Milter.TraceHeader,
+		Limits:      c.Limits(),
+	}
+}
+
+// Limits are the header bounds, shared by the milter and `check`.
+func (c Config) Limits() policy.Limits {
+	return policy.Limits{MaxFields: c.Milter.MaxHeaderFields, MaxBytes: c.Milter.MaxHeaderBytes}
+}
+
+// ResolveStateDir returns the state directory to use: the configured
+// one, systemd's, the XDG one, or ~/.local/state/replygate.
+func (c Config) ResolveStateDir() (string, error) {
+	if c.StateDir != "" {
+		return c.StateDir, nil
+	}
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		return strings.Split(d, ":")[0], nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "replygate"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: set state_dir or --state (%w)", err)
+	}
+	return filepath.Join(home, ".local", "state", "replygate"), nil
+}
