@@ -18,7 +18,7 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// optString is a flag that knows whether it was given: --mail-from ''
+// optString is a flag that knows whether it was given: --mail-from ”
 // is the null sender, no --mail-from at all is "unknown".
 type optString struct {
 	v   string
