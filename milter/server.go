@@ -50,6 +50,10 @@ type Config struct {
 	FailAction  FailAction    // default accept
 	TraceHeader bool          // add X-Replygate-Verdict to every message
 	Limits      policy.Limits // header bounds per message
+	// OptIn reports whether a sender asked for all their outbound mail to
+	// be stamped. It runs while the MTA waits, so it must answer from
+	// memory; nil means nobody did (the config's opt_in_senders still apply).
+	OptIn func(sender string) bool
 }
 
 func (c Config) withDefaults() Config {

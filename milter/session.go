@@ -198,7 +198,9 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 }
 
 func (s *session) envelope() policy.Envelope {
+	optIn := s.srv.cfg.OptIn != nil && s.mailFrom != "" && s.srv.cfg.OptIn(s.mailFrom)
 	return policy.Envelope{
+		OptIn:    optIn,
 		MailFrom: s.mailFrom,
 		Rcpts:    s.rcpts,
 		Auth:     s.auth,
