@@ -294,8 +294,11 @@ func (p *Policy) senderReasons(mailFrom string) ReasonSet {
 	}
 	addr := originalSender(mailFrom)
 	local, _ := splitAddr(addr)
-	local = stripDetail(local, p.cfg.RecipientDelimiter)
-	if isSystemLocal(local) || matchAny(p.systemSenders, local, addr) {
+	// bounces+1234@ is bounces@; but list+bounces-12@ (mlmmj) says what
+	// it is only in its detail, so the whole local part is tried too.
+	base := stripDetail(local, p.cfg.RecipientDelimiter)
+	if isSystemLocal(base) || matchAny(p.systemSenders, base, addr) ||
+		base != local && matchAny(p.systemSenders, local, addr) {
 		return bitSystemSender
 	}
 	return 0

@@ -56,7 +56,7 @@ func DefaultConfig() Config {
 	return Config{
 		SystemSenders: []string{
 			"noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "do_not_reply",
-			"bounce", "bounces", "bounce-*", "*-bounces", "nobody",
+			"bounce", "bounces", "bounce-*", "bounces-*", "*-bounces", "*+bounces-*", "*-owner", "*-return-*", "nobody",
 		},
 		SpamFlags:          []string{"X-Spam-Flag: yes", "X-Spam-Status: yes", "X-Spam: yes"},
 		ProductHeaders:     defaultProductHeaders(),
