@@ -207,7 +207,13 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 // without allocating.
 func fieldText(v string) string {
 	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+		b := make([]byte, 0, len(v))
+		for i := 0; i < len(v); i++ {
+			if v[i] != '\r' && v[i] != '\n' {
+				b = append(b, v[i])
+			}
+		}
+		v = string(b)
 	}
 	if strings.Contains(v, "=?") {
 		if d, err := wordDecoder.DecodeHeader(v); err == nil {
