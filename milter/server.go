@@ -171,24 +171,37 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) dispatch(c net.Conn) {
 	select {
 	case s.sessions <- struct{}{}:
-	default:
-		s.metrics.Overloads.Add(1)
-		select {
-		case s.overload <- struct{}{}:
-			s.wg.Go(func() {
-				defer func() { <-s.overload }()
-				answerOverload(c, s.cfg.FailAction, s.log)
-			})
-		default:
-			c.Close() // even the overload answers are saturated: the MTA's default applies
+		id := s.connID.Add(1)
+		if !s.goTracked(func() { defer func() { <-s.sessions }(); s.serveConn(c, id) }) {
+			<-s.sessions
+			c.Close()
 		}
 		return
+	default:
 	}
-	id := s.connID.Add(1)
-	s.wg.Go(func() {
-		defer func() { <-s.sessions }()
-		s.serveConn(c, id)
-	})
+	s.metrics.Overloads.Add(1)
+	select {
+	case s.overload <- struct{}{}:
+		if !s.goTracked(func() { defer func() { <-s.overload }(); answerOverload(c, s.cfg.FailAction, s.log) }) {
+			<-s.overload
+			c.Close()
+		}
+	default:
+		c.Close() // even the overload answers are saturated: the MTA's default applies
+	}
+}
+
+// goTracked runs f in a goroutine that Shutdown waits for, unless Shutdown
+// has begun. The check and the Add share the lock that Shutdown takes to
+// set closing, so no Add can race with Shutdown's Wait.
+func (s *Server) goTracked(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.wg.Go(f)
+	return true
 }
 
 func (s *Server) serveConn(nc net.Conn, id uint64) {
