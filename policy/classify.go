@@ -367,6 +367,8 @@ func (p *Policy) scanHeader(h *Header, rcpts []Recipient) scan {
 		if len(rcpts) > 0 && isAddressField(name) {
 			s.addressed |= addressedIn(f.Value, rcpts, p.cfg.RecipientDelimiter)
 		}
+		// Spam filters' verdicts (SpamAssassin's X-Spam-Flag and
+		// X-Spam-Status, rspamd's X-Spam): answering spam is backscatter.
 		for _, sf := range p.spamFlags {
 			if strings.EqualFold(name, sf.name) && hasPrefixFold(fieldText(f.Value), sf.prefix) {
 				s.reasons |= bitSpam
