@@ -248,8 +248,15 @@ func newPostfix(cfg PostfixConfig) (*Postfix, error) {
 		filepath.Join(p.ConfigDir, "sasl", "smtpd.conf"): fmt.Sprintf(
 			"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: %s\n", filepath.Join(dir, "sasldb2")),
 	}
+	// Postfix rereads a table or main.cf whose mtime is not yet in the
+	// past (it might be mid-edit), in 300 ms steps: a file written just
+	// now costs ~2 s at start. Date the files a minute back.
+	past := time.Now().Add(-time.Minute)
 	for name, content := range files {
 		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			return p, err
+		}
+		if err := os.Chtimes(name, past, past); err != nil {
 			return p, err
 		}
 	}
@@ -295,13 +302,13 @@ func (p *Postfix) addUsers(users map[string]string) error {
 func (p *Postfix) start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// `postfix check` creates the queue and data directories; it also
-	// catches configuration errors before start-fg, whose errors reach
-	// only the log (postfix writes to stderr only when it is a tty).
-	if out, err := exec.CommandContext(ctx, p.postfix, "-c", p.ConfigDir, "check").CombinedOutput(); err != nil {
-		return fmt.Errorf("postfix check: %v: %s\n%s", err, bytes.TrimSpace(out), p.Log())
+	// `postfix check` would create the queue and data directories, but
+	// it takes seconds (post-install runs postconf over and over); making
+	// them as postfix-files says takes microseconds. quick-start then
+	// makes postfix-script skip its checks too.
+	if err := p.makeQueue(); err != nil {
+		return err
 	}
-	// quick-start makes postfix-script skip the checks just run.
 	if err := os.WriteFile(filepath.Join(p.QueueDir, "quick-start"), nil, 0o644); err != nil {
 		return err
 	}
@@ -322,7 +329,57 @@ func (p *Postfix) start() error {
 	sort.Strings(names)
 	for _, n := range names {
 		if err := waitListening(ctx, p.addrs[n], p.done); err != nil {
-			return fmt.Errorf("service %s on %s: %w (postfix: %s)\n%s", n, p.addrs[n], err, bytes.TrimSpace(p.out.Bytes()), p.Log())
+			// postfix explains itself on stderr only when it is a tty,
+			// and a bad main.cf may keep the log from opening: ask
+			// `postfix check`, which prints configuration errors.
+			check, _ := exec.Command(p.postfix, "-c", p.ConfigDir, "check").CombinedOutput()
+			return fmt.Errorf("service %s on %s: %w (postfix: %s; postfix check: %s)\n%s",
+				n, p.addrs[n], err, bytes.TrimSpace(p.out.Bytes()), bytes.TrimSpace(check), p.Log())
+		}
+	}
+	return nil
+}
+
+// makeQueue creates the queue and data directories with the owners and
+// modes of Debian's /etc/postfix/postfix-files (mail_owner postfix,
+// setgid_group postdrop).
+func (p *Postfix) makeQueue() error {
+	u, err := user.Lookup("postfix")
+	if err != nil {
+		return err
+	}
+	g, err := user.LookupGroup("postdrop")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(g.Gid)
+	dirs := []struct {
+		path     string
+		uid, gid int
+		mode     os.FileMode
+	}{
+		{filepath.Join(p.Dir, "data"), uid, 0, 0o700},
+		{filepath.Join(p.QueueDir, "maildrop"), uid, gid, 0o730},
+		{filepath.Join(p.QueueDir, "public"), uid, gid, 0o710},
+		{filepath.Join(p.QueueDir, "pid"), 0, 0, 0o755},
+	}
+	for _, d := range []string{"active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private", "saved", "trace"} {
+		dirs = append(dirs, struct {
+			path     string
+			uid, gid int
+			mode     os.FileMode
+		}{filepath.Join(p.QueueDir, d), uid, 0, 0o700})
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
+			return err
+		}
+		if err := os.Chown(d.path, d.uid, d.gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil { // past the umask
+			return err
 		}
 	}
 	return nil
