@@ -63,7 +63,7 @@ type Postfix struct {
 	sendmail string
 	addrs    map[string]string // master.cf service name → 127.0.0.1:port
 	cmd      *exec.Cmd
-	out      bytes.Buffer // postfix-script's output (it is terse without a tty)
+	out      lockedBuffer // postfix-script's output (it is terse without a tty)
 	done     chan struct{}
 	stopOnce sync.Once
 	stopErr  error
@@ -338,6 +338,25 @@ func (p *Postfix) start() error {
 		}
 	}
 	return nil
+}
+
+// lockedBuffer is a bytes.Buffer that a running command may write while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
 
 // makeQueue creates the queue and data directories with the owners and
