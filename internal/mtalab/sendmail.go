@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,6 +144,11 @@ type SendmailConfig struct {
 	// free 127.0.0.1 port (see Sendmail.Addr): DAEMON_OPTIONS Name=NAME,
 	// which a milter sees as {daemon_name}. Sendmail -bs needs none.
 	Daemons []string
+	// MSP, when set, also builds submit.cf, the mail submission program
+	// that Debian's /usr/sbin/sendmail runs for every user: it relays each
+	// message over SMTP to the named daemon, as Debian's
+	// FEATURE(`msp', `[127.0.0.1]', `25') does (see Sendmail.Submit).
+	MSP string
 }
 
 // Sendmail is a private Sendmail configuration: its own sendmail.cf,
@@ -150,6 +157,7 @@ type SendmailConfig struct {
 type Sendmail struct {
 	Dir      string
 	CF       string // the generated sendmail.cf
+	SubmitCF string // the generated submit.cf, when SendmailConfig.MSP is set
 	MC       string // the .mc it was built from
 	DebugLog string // Sendmail's milter trace (-d64.10); there is no syslog
 
@@ -204,6 +212,10 @@ func RenderSendmailMC(cfg SendmailConfig, dir, helpFile string, daemons map[stri
 		def(m+"_MAILER_ARGS", "TCP $h "+rport)
 	}
 	b.WriteString("FEATURE(`nocanonify')dnl\nFEATURE(`accept_unresolvable_domains')dnl\nFEATURE(`accept_unqualified_senders')dnl\n")
+	// Only the listeners asked for, on loopback: without this the cf adds
+	// an MSA on port 587 of every address, which concurrent tests (and
+	// the host) would fight over.
+	b.WriteString("FEATURE(`no_default_msa')dnl\n")
 	for _, n := range slices.Sorted(maps.Keys(daemons)) {
 		_, port, err := net.SplitHostPort(daemons[n])
 		if err != nil {
@@ -238,7 +250,101 @@ func NewSendmail(t testing.TB, cfg SendmailConfig) *Sendmail {
 	if err := s.build(); err != nil {
 		t.Fatalf("sendmail.cf: %v\nsendmail.mc:\n%s", err, mc)
 	}
+	if cfg.MSP != "" {
+		if err := s.buildMSP(t, s.Addr(cfg.MSP)); err != nil {
+			t.Fatalf("submit.cf: %v", err)
+		}
+	}
 	return s
+}
+
+// buildMSP makes submit.cf from Sendmail's own submit.mc settings and
+// FEATURE(`msp'), relaying to mta (127.0.0.1:port). The program must run
+// as a user other than root (Debian's smmsp; the lab has no such user,
+// so nobody), which must reach its files: they live in a scratch
+// directory of their own, as t.TempDir() is not searchable by others.
+func (s *Sendmail) buildMSP(t testing.TB, mta string) error {
+	_, port, err := net.SplitHostPort(mta)
+	if err != nil {
+		return err
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		return err
+	}
+	dir, err := scratchDir()
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	q := filepath.Join(dir, "clientmqueue")
+	mc := strings.Join([]string{
+		"divert(0)dnl",
+		"VERSIONID(`replygate sendmail lab MSP')dnl",
+		"define(`confCF_VERSION', `Submit')dnl",
+		"define(`__OSTYPE__',`')dnl",
+		"define(`confTIME_ZONE', `USE_TZ')dnl",
+		"define(`confDONT_INIT_GROUPS', `True')dnl",
+		"define(`confDOMAIN_NAME', `" + SendmailHostname + "')dnl",
+		"define(`confBIND_OPTS', `-DNSRCH -DEFNAMES')dnl",
+		"define(`confRUN_AS_USER', `nobody')dnl",
+		"define(`MSP_QUEUE_DIR', `" + q + "')dnl",
+		"define(`confCT_FILE', `-o " + filepath.Join(dir, "trusted-users") + "')dnl",
+		"define(`confSERVICE_SWITCH_FILE', `" + filepath.Join(dir, "service.switch") + "')dnl",
+		"define(`RELAY_MAILER_ARGS', `TCP $h " + port + "')dnl",
+		"FEATURE(`accept_unresolvable_domains')dnl",
+		"FEATURE(`msp', `[127.0.0.1]')dnl",
+		"",
+	}, "\n")
+	mcPath := filepath.Join(dir, "submit.mc")
+	if err := os.WriteFile(mcPath, []byte(mc), 0o644); err != nil {
+		return err
+	}
+	cf, err := s.m4(mcPath)
+	if err != nil {
+		return err
+	}
+	s.SubmitCF = filepath.Join(dir, "submit.cf")
+	if err := os.WriteFile(s.SubmitCF, cf, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "service.switch"), []byte("hosts files\naliases files\n"), 0o644); err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Mkdir(q, 0o770); err != nil {
+		return err
+	}
+	return os.Chown(q, uid, gid)
+}
+
+func (s *Sendmail) m4(mcPath string) ([]byte, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command(s.lab.M4, "-D_CF_DIR_="+s.lab.CFDir+"/", filepath.Join(s.lab.CFDir, "m4", "cf.m4"), mcPath)
+	cmd.Stderr = &stderr
+	cf, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		return nil, fmt.Errorf("m4 %s: %v: %s", mcPath, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return cf, nil
+}
+
+// Submit hands msg to the mail submission program as a cron job or a
+// bug tracker does ("sendmail -i -f FROM -- TO..." on standard input),
+// which relays it over SMTP to the MSP daemon (SendmailConfig.MSP). It
+// returns once the MSP is done: its delivery mode is interactive.
+func (s *Sendmail) Submit(ctx context.Context, from string, to []string, msg []byte) error {
+	if s.SubmitCF == "" {
+		return errors.New("sendmail: no MSP configured")
+	}
+	cmd := s.commandCF(ctx, s.SubmitCF, append([]string{"-i", "-f", from, "--"}, to...)...)
+	cmd.Stdin = bytes.NewReader(msg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sendmail -C submit.cf: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 func (s *Sendmail) build() error {
@@ -246,12 +352,9 @@ func (s *Sendmail) build() error {
 	if err := os.WriteFile(mcPath, []byte(s.MC), 0o644); err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(s.lab.M4, "-D_CF_DIR_="+s.lab.CFDir+"/", filepath.Join(s.lab.CFDir, "m4", "cf.m4"), mcPath)
-	cmd.Stderr = &stderr
-	cf, err := cmd.Output()
-	if err != nil || stderr.Len() > 0 {
-		return fmt.Errorf("m4: %v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	cf, err := s.m4(mcPath)
+	if err != nil {
+		return err
 	}
 	files := map[string]string{
 		"sendmail.cf":      string(cf),
@@ -289,14 +392,21 @@ func (s *Sendmail) Log() string {
 // command runs sendmail with args in a UTS namespace named
 // SendmailHostname, tracing the milter conversation to DebugLog.
 func (s *Sendmail) command(args ...string) *exec.Cmd {
+	return s.commandCF(context.Background(), s.CF, args...)
+}
+
+// commandCF is command with another .cf; ctx's end kills the process
+// group.
+func (s *Sendmail) commandCF(ctx context.Context, cf string, args ...string) *exec.Cmd {
 	// -D must come before -d. -C makes it read our .cf (root may).
 	script := `hostname "$1" && shift && exec "$@"`
 	argv := append([]string{"--uts", "sh", "-c", script, "sh", SendmailHostname,
-		s.lab.Sendmail, "-C", s.CF, "-D", s.DebugLog, "-d64.10"}, args...)
-	cmd := exec.Command("unshare", argv...)
+		s.lab.Sendmail, "-C", cf, "-D", s.DebugLog, "-d64.10"}, args...)
+	cmd := exec.CommandContext(ctx, "unshare", argv...)
 	cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+s.lab.LibPath)
 	cmd.Dir = s.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	return cmd
 }
 
