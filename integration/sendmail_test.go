@@ -275,3 +275,32 @@ func TestSendmailSubmissionProgram(t *testing.T) {
 		})
 	}
 }
+
+// TestSendmailMilterDown: with contrib's lines (no F= flag), mail keeps
+// flowing when replygate is not running: Sendmail skips the milter and
+// delivers the message as sent.
+func TestSendmailMilterDown(t *testing.T) {
+	t.Parallel()
+	mtalab.NeedSendmail(t)
+	admin, err := os.ReadFile(filepath.Join("..", "contrib", "sendmail", "replygate.mc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := mtalab.NewSink(t)
+	sm := mtalab.NewSendmail(t, mtalab.SendmailConfig{
+		Admin:  string(admin),
+		Milter: mtalab.FreeAddr(t), // nothing listens there
+		Relay:  sink.Addr(),
+	})
+	s := sm.Session(t)
+	from, subject := "jenkins@example.test", "milter down"
+	if _, err := s.Send(from, []string{"bob@remote.example"}, smMessage(from, "bob@remote.example", subject)); err != nil {
+		t.Fatalf("send with the milter down: %v\n%s", err, sm.Log())
+	}
+	s.Quit()
+	m := sink.WaitMessageID(t, smMsgID(subject), 20*time.Second)
+	smCheckStamp(t, m, false)
+	if v := m.Values("X-Replygate-Verdict"); len(v) != 0 {
+		t.Errorf("X-Replygate-Verdict %q on a message no milter saw", v)
+	}
+}
