@@ -17,11 +17,11 @@ func TestExampleIsDefault(t *testing.T) {
 	}
 	want := Default()
 	// An empty TOML array decodes to an empty slice, the default is nil.
-	if len(got.Policy.InternalNetworks)+len(got.Policy.MachineNetworks)+len(got.Policy.MachineSenders)+
+	if len(got.Policy.MachineNetworks)+len(got.Policy.MachineSenders)+
 		len(got.Policy.MachineLogins)+len(got.Policy.OptInSenders) != 0 {
 		t.Fatalf("example sets lists that the default leaves empty: %+v", got.Policy)
 	}
-	got.Policy.InternalNetworks, got.Policy.MachineNetworks = nil, nil
+	got.Policy.MachineNetworks = nil
 	got.Policy.MachineSenders, got.Policy.MachineLogins, got.Policy.OptInSenders = nil, nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("contrib/replygate.toml decodes to\n%+v\nwant Default()\n%+v", got, want)

@@ -89,6 +89,9 @@ trace_header = true
 [policy]
 machine_senders = ["jenkins@ci.example.com"]
 machine_logins = ["jenkins*"]
+# Every lab client connects from loopback, which is internal by default;
+# with no internal networks the plain port stands for the Internet.
+internal_networks = []
 `
 
 // pfMessage builds a test message whose Message-ID is <id@test.example>.

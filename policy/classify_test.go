@@ -186,6 +186,22 @@ func TestClassifyOutbound(t *testing.T) {
 	}
 }
 
+// TestLoopbackIsInternal: programs on this host (Sendmail's submission
+// program, a bug tracker on localhost:25) send outbound mail by default.
+func TestLoopbackIsInternal(t *testing.T) {
+	p := mustPolicy(t, DefaultConfig())
+	for _, ip := range []string{"127.0.0.1", "::1", "::ffff:127.0.0.1"} {
+		v := p.Classify(Input{Envelope: Envelope{MailFrom: "jira@example.com", ClientIP: netip.MustParseAddr(ip)}, Header: hdr(t, "X-JIRA-FingerPrint: x\n\n")})
+		if !v.Outbound || !v.Stamp {
+			t.Errorf("Classify(client %s) outbound=%v stamp=%v, want both", ip, v.Outbound, v.Stamp)
+		}
+	}
+	v := p.Classify(Input{Envelope: Envelope{MailFrom: "jira@example.com", ClientIP: netip.MustParseAddr("192.0.2.1")}, Header: hdr(t, "X-JIRA-FingerPrint: x\n\n")})
+	if v.Outbound {
+		t.Errorf("Classify(client 192.0.2.1) judged outbound")
+	}
+}
+
 func TestAddSuppressHeader(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AddSuppressHeader = true

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -164,8 +165,27 @@ func TestCheckContract(t *testing.T) {
 type daemon struct {
 	cmd    *exec.Cmd
 	ready  map[string]any // the "ready" log line
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	exited chan error
+}
+
+// lockedBuffer is the daemon's stderr, written by the reader goroutine
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startDaemon runs the binary and waits for its ready line (never a
@@ -179,7 +199,7 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	d := &daemon{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
 	readyc := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
