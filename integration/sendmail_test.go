@@ -14,13 +14,7 @@ import (
 
 // sendmailConfig is replygate's config for the Sendmail tests: the trace
 // header shows each verdict on the delivered message, and two robots.
-const sendmailConfig = sendmailRobots + `# Every lab client connects from loopback, which is internal by default;
-# with no internal networks the MTA listener stands for the Internet.
-internal_networks = []
-`
-
-// sendmailRobots is sendmailConfig with the default internal networks.
-const sendmailRobots = `
+const sendmailConfig = `
 [milter]
 trace_header = true
 
@@ -251,17 +245,17 @@ func TestSendmailDaemonName(t *testing.T) {
 // message on a stock Debian Sendmail: /usr/sbin/sendmail runs the mail
 // submission program (submit.cf), which relays over SMTP to the MTA
 // daemon on 127.0.0.1:25. The milter never sees a local submission, only
-// a client at 127.0.0.1 on the MTA daemon: loopback is in the default
-// internal_networks, so the message is outbound and stamped; an admin who
-// empties the list gets it judged inbound.
+// a client at 127.0.0.1 on the MTA daemon, so the message is inbound and
+// unstamped unless the admin lists loopback in internal_networks, as
+// contrib/sendmail/replygate.mc says.
 func TestSendmailSubmissionProgram(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name, config, direction string
 		stamp                   bool
 	}{
-		{"default", sendmailRobots, "outbound", true},
-		{"no internal networks", sendmailConfig, "inbound", false},
+		{"default", sendmailConfig, "inbound", false},
+		{"internal_networks", sendmailConfig + `internal_networks = ["127.0.0.1/32", "::1/128"]` + "\n", "outbound", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -186,19 +187,18 @@ func TestClassifyOutbound(t *testing.T) {
 	}
 }
 
-// TestLoopbackIsInternal: programs on this host (Sendmail's submission
-// program, a bug tracker on localhost:25) send outbound mail by default.
-func TestLoopbackIsInternal(t *testing.T) {
-	p := mustPolicy(t, DefaultConfig())
-	for _, ip := range []string{"127.0.0.1", "::1", "::ffff:127.0.0.1"} {
-		v := p.Classify(Input{Envelope: Envelope{MailFrom: "jira@example.com", ClientIP: netip.MustParseAddr(ip)}, Header: hdr(t, "X-JIRA-FingerPrint: x\n\n")})
-		if !v.Outbound || !v.Stamp {
-			t.Errorf("Classify(client %s) outbound=%v stamp=%v, want both", ip, v.Outbound, v.Stamp)
-		}
+// TestLoopbackIsInbound: with no config, only the daemon name, a login or
+// local submission make mail outbound (DESIGN.md); a loopback client is
+// outbound only when the admin lists loopback in internal_networks.
+func TestLoopbackIsInbound(t *testing.T) {
+	in := Input{Envelope: Envelope{MailFrom: "jira@example.com", ClientIP: netip.MustParseAddr("::ffff:127.0.0.1")}, Header: hdr(t, "X-JIRA-FingerPrint: x\n\n")}
+	if v := mustPolicy(t, DefaultConfig()).Classify(in); v.Outbound {
+		t.Errorf("Classify(loopback client, default config) judged outbound")
 	}
-	v := p.Classify(Input{Envelope: Envelope{MailFrom: "jira@example.com", ClientIP: netip.MustParseAddr("192.0.2.1")}, Header: hdr(t, "X-JIRA-FingerPrint: x\n\n")})
-	if v.Outbound {
-		t.Errorf("Classify(client 192.0.2.1) judged outbound")
+	cfg := DefaultConfig()
+	cfg.InternalNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}
+	if v := mustPolicy(t, cfg).Classify(in); !v.Outbound || !v.Stamp {
+		t.Errorf("Classify(loopback client, loopback internal) outbound=%v stamp=%v, want both", v.Outbound, v.Stamp)
 	}
 }
 
@@ -235,6 +235,13 @@ func TestHeaderLimit(t *testing.T) {
 	h.Add("Subject", strings.Repeat("x", 200))
 	if len(h.Fields) != 0 || !h.Truncated {
 		t.Errorf("Add past MaxBytes kept %d fields, truncated=%v", len(h.Fields), h.Truncated)
+	}
+	// One field is bounded alike whether it came from the milter (Add)
+	// or from a file (ReadHeader).
+	h = NewHeader(Limits{MaxBytes: 1 << 20})
+	h.Add("Subject", strings.Repeat("x", maxFieldBytes+1))
+	if len(h.Fields) != 0 || !h.Truncated {
+		t.Errorf("Add of a field past maxFieldBytes kept %d fields, truncated=%v", len(h.Fields), h.Truncated)
 	}
 }
 
@@ -287,7 +294,9 @@ func TestReadHeader(t *testing.T) {
 		{"body without blank line", "Subject: a\nthis is body\nTo: no@example.com\n", []Field{{"Subject", "a"}}},
 		{"leading continuation is body", " x\nSubject: a\n", nil},
 		{"empty value", "Auto-Submitted:\nTo: a@example.com\n", []Field{{"Auto-Submitted", ""}, {"To", "a@example.com"}}},
-		{"mbox From line", "From alice@example.org Mon Jan  1 00:00:00 2026\nSubject: a\n", nil},
+		{"mbox From line", "From alice@example.org Mon Jan  1 00:00:00 2026\nSubject: a\n", []Field{{"Subject", "a"}}},
+		{"space before colon", "Subject : a\nTo: b@example.com\n", []Field{{"Subject", "a"}, {"To", "b@example.com"}}},
+		{"From line later is body", "Subject: a\nFrom alice Mon\nTo: b@example.com\n", []Field{{"Subject", "a"}}},
 	}
 	for _, tt := range tests {
 		h, err := ReadHeader(strings.NewReader(tt.raw), Limits{})
@@ -315,5 +324,27 @@ func TestReadHeaderHugeLine(t *testing.T) {
 	}
 	if got := h.Get("To"); got != "bob@example.com" {
 		t.Errorf("ReadHeader(1 MiB line): To = %q, want the field after the long line kept", got)
+	}
+}
+
+// TestManyRecipients: every recipient is judged, not only the first 64.
+func TestManyRecipients(t *testing.T) {
+	p := mustPolicy(t, DefaultConfig())
+	var rs []Recipient
+	for i := 0; i < 200; i++ {
+		rs = append(rs, Recipient{Addr: fmt.Sprintf("user%d@example.com", i)})
+	}
+	v := p.Classify(Input{Envelope: Envelope{MailFrom: "alice@example.org", Rcpts: rs}, Header: hdr(t, "To: user150@example.com\nCc: user3@example.com\n\n")})
+	for i, r := range v.Recipients {
+		want := Suppress
+		if i == 150 || i == 3 {
+			want = Allow
+		}
+		if r.AutoReply != want {
+			t.Errorf("recipient %d: %v %v, want %v", i, r.AutoReply, r.Reasons.List(), want)
+		}
+	}
+	if v.AutoReply != Allow {
+		t.Errorf("AutoReply = %v, want allow (two recipients are addressed)", v.AutoReply)
 	}
 }

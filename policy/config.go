@@ -62,10 +62,6 @@ func DefaultConfig() Config {
 		ProductHeaders:     defaultProductHeaders(),
 		RecipientDelimiter: "+",
 		OutboundDaemons:    []string{"ORIGINATING"},
-		// Loopback clients are programs on this host: Sendmail's
-		// submission program relaying from 127.0.0.1, bug trackers and
-		// monitoring that talk SMTP to localhost:25.
-		InternalNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 	}
 }
 
