@@ -70,11 +70,13 @@ type netReader struct{ c *conn }
 func (r netReader) Read(p []byte) (int, error) {
 	c := r.c
 	for {
-		if c.sess.draining() {
-			return 0, io.EOF
-		}
 		if c.idle > 0 {
 			c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+		}
+		// Checked after the deadline is set: a Shutdown that began before
+		// is seen here, one that begins after moves the deadline to now.
+		if c.sess.draining() {
+			return 0, io.EOF
 		}
 		if c.raw != nil {
 			c.raw.Control(quickAck)

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -152,8 +152,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return gomilter.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && !errors.Is(err, net.ErrClosed) {
+			if temporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed, retrying", "err", err, "delay", delay)
 				time.Sleep(delay)
@@ -164,6 +163,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		delay = 0
 		s.dispatch(c)
 	}
+}
+
+// temporary reports whether an accept error passes: out of file
+// descriptors or memory, or a client that hung up before accept.
+func temporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR)
 }
 
 // dispatch starts a session for c, or answers it per the fail action when
@@ -219,9 +226,6 @@ func (s *Server) serveConn(nc net.Conn, id uint64) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.metrics.Sessions.Add(-1)
-		if v := recover(); v != nil {
-			log.Error("session panic", "err", v, "stack", string(debug.Stack()))
-		}
 	}()
 	ms := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return sess },

@@ -47,6 +47,9 @@ type session struct {
 	started   time.Time
 }
 
+// offerTimeout bounds Offer: the MTA waits for the end-of-message answer.
+const offerTimeout = time.Second
+
 // maxRcpts bounds the recipients kept per message, as Postfix's
 // smtpd_recipient_limit does by default.
 const maxRcpts = 1000
@@ -189,7 +192,10 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		"ms", float64(time.Since(s.started).Microseconds())/1000)
 
 	if r := s.srv.responder; r != nil && hasAllowed(v) {
-		if err := r.Offer(context.Background(), s.inbound(v)); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), offerTimeout)
+		err := r.Offer(ctx, s.inbound(v))
+		cancel()
+		if err != nil {
 			s.srv.metrics.Errors.Add(1)
 			s.mlog.Warn("responder refused message", "err", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/replygate/replygate/config"
 )
@@ -53,7 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "replygate %s: %v\n", args[0], err)
+		// One line, even for errors.Join's several problems.
+		fmt.Fprintf(stderr, "replygate %s: %s\n", args[0], strings.ReplaceAll(err.Error(), "\n", "; "))
 		var ue usageError
 		if errors.As(err, &ue) {
 			return 2

@@ -112,9 +112,17 @@ func serve(args []string, stderr io.Writer) error {
 	logger.Info("shutting down", "timeout", time.Duration(cfg.ShutdownTimeout).String())
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
-	err = errors.Join(runErr, filter.Shutdown(sctx), api.Shutdown(sctx))
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- api.Shutdown(sctx) }()
+	err = errors.Join(filter.Shutdown(sctx), <-apiDone)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Sessions still open at the deadline were closed; their MTA
+		// applies its milter_default_action. That is the drain working.
+		logger.Warn("shutdown deadline reached, closed the remaining sessions")
+		err = nil
+	}
 	logger.Info("stopped", "messages", filter.Metrics().Messages.Load())
-	return err
+	return errors.Join(runErr, err)
 }
 
 // listenAPI opens the API port. Until the API speaks TLS it only listens
