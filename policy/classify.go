@@ -175,16 +175,24 @@ func (p *Policy) Config() Config { return p.cfg }
 
 // scan is what one pass over the header learnt.
 type scan struct {
-	reasons   ReasonSet
-	addressed uint64 // bit i: recipient i (i < 64) is named in To/Cc/…
-	has       addSet // stamp fields already present
+	reasons ReasonSet
+	has     addSet // stamp fields already present
 }
 
 // Classify judges one message. It is pure: the same input gives the same
 // verdict, with no I/O and no clock.
 func (p *Policy) Classify(in Input) Verdict {
 	env := &in.Envelope
-	s := p.scanHeader(&in.Header, env.Rcpts)
+	var v Verdict
+	if len(env.Rcpts) > 0 {
+		// Not-addressed is the default; the header scan clears it for
+		// each recipient it finds named.
+		v.Recipients = make([]RecipientVerdict, len(env.Rcpts))
+		for i, r := range env.Rcpts {
+			v.Recipients[i] = RecipientVerdict{Rcpt: r.Addr, Reasons: bitNotAddressed}
+		}
+	}
+	s := p.scanHeader(&in.Header, env.Rcpts, v.Recipients)
 	if in.Header.Truncated {
 		s.reasons |= bitHeaderLimit
 	}
@@ -192,22 +200,16 @@ func (p *Policy) Classify(in Input) Verdict {
 		s.reasons |= p.senderReasons(env.MailFrom)
 	}
 
-	v := Verdict{Reasons: s.reasons}
-	if n := len(env.Rcpts); n > 0 {
-		v.Recipients = make([]RecipientVerdict, n)
-		named := false
-		for i, r := range env.Rcpts {
-			rs := s.reasons
-			if i >= 64 || s.addressed&(1<<i) == 0 {
-				rs |= bitNotAddressed
-			} else {
-				named = true
-			}
-			v.Recipients[i] = RecipientVerdict{Rcpt: r.Addr, AutoReply: decide(rs), Reasons: rs}
-		}
-		if !named {
-			v.Reasons |= bitNotAddressed
-		}
+	v.Reasons = s.reasons
+	named := false
+	for i := range v.Recipients {
+		r := &v.Recipients[i]
+		named = named || r.Reasons == 0
+		r.Reasons |= s.reasons
+		r.AutoReply = decide(r.Reasons)
+	}
+	if len(v.Recipients) > 0 && !named {
+		v.Reasons |= bitNotAddressed
 	}
 	v.AutoReply = decide(v.Reasons)
 
@@ -317,7 +319,7 @@ func isSystemLocal(local string) bool {
 }
 
 // scanHeader reads every field once. Each rule names its source.
-func (p *Policy) scanHeader(h *Header, rcpts []Recipient) scan {
+func (p *Policy) scanHeader(h *Header, rcpts []Recipient, out []RecipientVerdict) scan {
 	var s scan
 	for i := range h.Fields {
 		f := &h.Fields[i]
@@ -365,7 +367,7 @@ func (p *Policy) scanHeader(h *Header, rcpts []Recipient) scan {
 			}
 		}
 		if len(rcpts) > 0 && isAddressField(name) {
-			s.addressed |= addressedIn(f.Value, rcpts, p.cfg.RecipientDelimiter)
+			markAddressed(f.Value, rcpts, out, p.cfg.RecipientDelimiter)
 		}
 		// Spam filters' verdicts (SpamAssassin's X-Spam-Flag and
 		// X-Spam-Status, rspamd's X-Spam): answering spam is backscatter.
@@ -457,31 +459,29 @@ func isAddressField(name string) bool {
 	return strings.EqualFold(name, "To") || strings.EqualFold(name, "Cc") || strings.EqualFold(name, "Bcc")
 }
 
-// addressedIn returns a bit for each recipient (or one of its aliases)
-// named in the field value. Addresses compare without case and without
-// their +detail, so bob+work@ is addressed by To: bob@.
-func addressedIn(v string, rcpts []Recipient, delims string) uint64 {
-	var found uint64
+// markAddressed clears not-addressed in out for each recipient (or one
+// of its aliases) named in the field value. Addresses compare without
+// case and without their +detail, so bob+work@ is addressed by To: bob@.
+func markAddressed(v string, rcpts []Recipient, out []RecipientVerdict, delims string) {
 	addresses(v, func(local, domain string) bool {
 		local = stripDetail(local, delims)
-		for i := 0; i < len(rcpts) && i < 64; i++ {
-			if found&(1<<i) != 0 {
+		for i := range rcpts {
+			if out[i].Reasons == 0 {
 				continue
 			}
 			if sameAddr(rcpts[i].Addr, local, domain, delims) {
-				found |= 1 << i
+				out[i].Reasons = 0
 				continue
 			}
 			for _, a := range rcpts[i].Aliases {
 				if sameAddr(a, local, domain, delims) {
-					found |= 1 << i
+					out[i].Reasons = 0
 					break
 				}
 			}
 		}
 		return false
 	})
-	return found
 }
 
 func sameAddr(addr, local, domain, delims string) bool {

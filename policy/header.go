@@ -61,7 +61,7 @@ func (h *Header) Add(name, value string) {
 		*h = NewHeader(h.limits)
 	}
 	n := len(name) + len(value)
-	if len(h.Fields) >= h.limits.MaxFields || h.bytes+n > h.limits.MaxBytes {
+	if len(h.Fields) >= h.limits.MaxFields || h.bytes+n > h.limits.MaxBytes || n > maxFieldBytes {
 		h.Truncated = true
 		return
 	}
@@ -98,10 +98,11 @@ func (h *Header) Get(name string) string {
 // ErrNoHeader is returned by ReadHeader for empty input.
 var ErrNoHeader = errors.New("empty input: no header section")
 
-// ReadHeader reads a header section the way Postfix's cleanup does: a
+// ReadHeader reads a header section as Postfix's cleanup splits one: a
 // line that is neither a field nor a continuation ends the header (it is
-// the first body line), so `check` judges exactly the fields the milter
-// would be sent. Lines are bounded by the limits; input past the header
+// the first body line), so `check` judges the fields the milter would be
+// sent. A leading mbox "From " line is skipped, since saved mail often
+// has one. Fields are bounded as Add bounds them; input past the header
 // is not read.
 func ReadHeader(r io.Reader, l Limits) (Header, error) {
 	h := NewHeader(l)
@@ -128,6 +129,9 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 			return h, nil
 		}
 		t := bytes.TrimRight(line, "\r\n")
+		if first && bytes.HasPrefix(t, []byte("From ")) {
+			continue // mbox separator
+		}
 		switch {
 		case len(t) == 0 && !cut: // the blank line before the body
 			flush()
@@ -147,7 +151,10 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 			value = append(value, t...)
 		default:
 			colon := bytes.IndexByte(t, ':')
-			if colon <= 0 || !isFieldName(t[:colon]) {
+			// RFC 822's obsolete syntax allows white space before the
+			// colon ("Subject : x"); Postfix takes it as a header too.
+			fname := bytes.TrimRight(t[:max(colon, 0)], " \t")
+			if colon <= 0 || len(fname) == 0 || !isFieldName(fname) {
 				flush() // not a field: the body starts here
 				return h, nil
 			}
@@ -157,7 +164,7 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 				skip, h.Truncated = true, true
 				break
 			}
-			name = string(t[:colon])
+			name = string(fname)
 			value = append(value[:0], bytes.TrimLeft(t[colon+1:], " \t")...)
 		}
 		if err != nil { // the last line had no newline
