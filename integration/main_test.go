@@ -67,8 +67,47 @@ type daemon struct {
 // test ends, failing the test if it does not exit 0.
 func startReplygate(t testing.TB, config string) *daemon {
 	t.Helper()
+	d := spawnReplygate(t, mtalab.FreeAddr(t), config)
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+			t.Errorf("replygate did not stop within 30s of SIGTERM\n%s", d.Log())
+			return
+		}
+		if code := d.cmd.ProcessState.ExitCode(); code != 0 && !t.Failed() {
+			t.Errorf("replygate exited %d after SIGTERM\n%s", code, d.Log())
+		}
+	})
+	d.waitReady(t)
+	return d
+}
+
+// startKillableReplygate runs replygate on addr for a test that kills it
+// with SIGKILL, so its exit status is not checked.
+func startKillableReplygate(t testing.TB, addr, config string) *daemon {
+	t.Helper()
+	d := spawnReplygate(t, addr, config)
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("replygate log:\n%s", d.Log())
+		}
+	})
+	d.waitReady(t)
+	return d
+}
+
+// spawnReplygate starts the binary with its milter on addr and reads its
+// log; the caller decides how it ends.
+func spawnReplygate(t testing.TB, addr, config string) *daemon {
+	t.Helper()
 	d := &daemon{
-		Milter:  mtalab.FreeAddr(t),
+		Milter:  addr,
 		API:     mtalab.FreeAddr(t),
 		Dir:     t.TempDir(),
 		done:    make(chan struct{}),
@@ -92,22 +131,12 @@ func startReplygate(t testing.TB, config string) *daemon {
 		d.cmd.Wait()
 		close(d.done)
 	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-			t.Errorf("replygate did not stop within 30s of SIGTERM\n%s", d.Log())
-			return
-		}
-		if code := d.cmd.ProcessState.ExitCode(); code != 0 && !t.Failed() {
-			t.Errorf("replygate exited %d after SIGTERM\n%s", code, d.Log())
-		}
-	})
-	d.WaitLines(t, 10*time.Second, `"ready"`, func(l []map[string]any) bool { return len(filter(l, "ready")) > 0 })
 	return d
+}
+
+func (d *daemon) waitReady(t testing.TB) {
+	t.Helper()
+	d.WaitLines(t, 10*time.Second, `"ready"`, func(l []map[string]any) bool { return len(filter(l, "ready")) > 0 })
 }
 
 func (d *daemon) read(r io.Reader) {

@@ -62,13 +62,18 @@ func TestCorpusThroughMilter(t *testing.T) {
 			conn = append(conn, "{daemon_name}", e.Daemon)
 		}
 		if len(conn) > 0 {
-			s.Macros(gomilter.CodeConn, conn...)
+			if err := s.Macros(gomilter.CodeConn, conn...); err != nil {
+				t.Fatal(err)
+			}
 		}
 		switch {
 		case e.Local:
-			s.Conn("localhost", gomilter.FamilyInet, 0, "127.0.0.1")
+			_, err = s.Conn("localhost", gomilter.FamilyInet, 0, "127.0.0.1")
 		case e.ClientIP != "":
-			s.Conn("client.example", gomilter.FamilyInet, 40000, e.ClientIP)
+			_, err = s.Conn("client.example", gomilter.FamilyInet, 40000, e.ClientIP)
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 		var macros []string
 		if e.Auth != "" {

@@ -373,13 +373,7 @@ func TestGarbage(t *testing.T) {
 		t.Errorf("after garbage: action %c, want accept", act)
 	}
 	// The garbage sessions end just after their sockets close.
-	deadline := time.Now().Add(3 * time.Second)
-	for ts.srv.Metrics().Sessions.Load() != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := ts.srv.Metrics().Sessions.Load(); n != 1 {
-		t.Errorf("live sessions = %d, want 1 (the garbage sessions must be gone)", n)
-	}
+	waitFor(t, "the garbage sessions to end", func() bool { return ts.srv.Metrics().Sessions.Load() == 1 })
 }
 
 func TestOverload(t *testing.T) {
@@ -425,7 +419,7 @@ func TestShutdownDrains(t *testing.T) {
 	if _, err := busy.Rcpt("<b@example.net>", nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the server read MAIL and RCPT before shutdown
+	waitFor(t, "the server to start the message", func() bool { return ts.srv.inMessage() })
 
 	done := make(chan error, 1)
 	go func() {
@@ -433,11 +427,11 @@ func TestShutdownDrains(t *testing.T) {
 		defer cancel()
 		done <- ts.srv.Shutdown(ctx)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "Shutdown to begin", ts.srv.closing.Load)
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned %v with a message in flight", err)
-	default:
+	case <-time.After(100 * time.Millisecond): // it must keep waiting
 	}
 	if _, err := busy.HeaderField("Subject", "build"); err != nil {
 		t.Fatal(err)
@@ -503,4 +497,28 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("ParseSpec(%q) = %+v, but its String %q parses to %+v, %v", s, spec, spec.String(), again, err)
 		}
 	})
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// inMessage reports whether any session is inside a message.
+func (s *Server) inMessage() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.sess.inMessage.Load() {
+			return true
+		}
+	}
+	return false
 }

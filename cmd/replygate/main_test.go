@@ -242,11 +242,17 @@ func TestServeZeroConfig(t *testing.T) {
 		t.Fatalf("milter session: %v", err)
 	}
 	defer s.Close()
-	s.Macros(gomilter.CodeMail, "{daemon_name}", "ORIGINATING")
-	s.Mail("<>", nil)
-	s.Rcpt("<someone@example.net>", nil)
-	s.HeaderField("Subject", "build failed")
-	s.HeaderEnd()
+	for _, step := range []func() error{
+		func() error { return s.Macros(gomilter.CodeMail, "{daemon_name}", "ORIGINATING") },
+		func() error { _, err := s.Mail("<>", nil); return err },
+		func() error { _, err := s.Rcpt("<someone@example.net>", nil); return err },
+		func() error { _, err := s.HeaderField("Subject", "build failed"); return err },
+		func() error { _, err := s.HeaderEnd(); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("milter client: %v", err)
+		}
+	}
 	mods, act, err := s.End()
 	if err != nil || act.Code != gomilter.ActAccept {
 		t.Fatalf("End = %v, %v; want accept", act, err)
