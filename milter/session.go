@@ -26,7 +26,9 @@ import (
 // v0.5.0 writes any non-nil response, and a stray reply desynchronises
 // the stream so that the MTA takes it as the end-of-message answer and
 // drops our header without a warning (../shared/recipes/postfix.md,
-// go-milter finding 1).
+// go-milter finding 1). go-milter itself still answers a DATA command
+// and a malformed header or connect packet whatever was negotiated; a
+// conforming MTA sends none of these (DATA is negotiated away).
 type session struct {
 	srv *Server
 	log *slog.Logger // per connection, with "conn"
