@@ -208,3 +208,31 @@ func TestSQLiteMigrations(t *testing.T) {
 		t.Errorf("schema_version after refusal = %v, want it untouched", got)
 	}
 }
+
+func TestSQLitePruneReplyLog(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.OpenSQLite(filepath.Join(t.TempDir(), "replygate.db"))
+	if err != nil {
+		t.Fatalf("OpenSQLite() = %v", err)
+	}
+	defer s.Close()
+	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+	r := store.Reservation{User: "alice@example.com", Sender: "bob@example.org", Version: 1, Interval: time.Hour, Now: now}
+	if ok, err := s.ReserveAndEnqueue(ctx, r, store.Reply{Message: []byte("x")}); !ok || err != nil {
+		t.Fatalf("ReserveAndEnqueue() = %v, %v", ok, err)
+	}
+	if n, err := s.PruneReplyLog(ctx, now.Add(30*time.Minute)); n != 0 || err != nil {
+		t.Errorf("PruneReplyLog(within the period) = %d, %v; want 0", n, err)
+	}
+	r.Now = now.Add(30 * time.Minute)
+	if ok, err := s.ReserveAndEnqueue(ctx, r, store.Reply{Message: []byte("x")}); ok || err != nil {
+		t.Errorf("ReserveAndEnqueue(within the period, after a prune) = %v, %v; want false", ok, err)
+	}
+	if n, err := s.PruneReplyLog(ctx, now.Add(time.Hour)); n != 1 || err != nil {
+		t.Errorf("PruneReplyLog(period over) = %d, %v; want 1", n, err)
+	}
+	r.Now = now.Add(time.Hour)
+	if ok, err := s.ReserveAndEnqueue(ctx, r, store.Reply{Message: []byte("x")}); !ok || err != nil {
+		t.Errorf("ReserveAndEnqueue(after the period was pruned) = %v, %v; want true", ok, err)
+	}
+}
