@@ -33,16 +33,14 @@ func invalid(field, format string, args ...any) error {
 const DefaultIntervalDays = 7
 
 // Key returns the form in which the store keeps and compares an address:
-// the local part as given, "@", the domain lower-cased. Domains are
-// case-insensitive; the local part may not be (RFC 5321 section 2.4), so
-// it is left alone. Every Store method applies Key to the addresses it
-// is given, so callers need not.
+// lower-cased. QUIRK: RFC 5321 section 2.4 lets a local part be
+// case-sensitive, but no mail system in use treats Bob@ and bob@ as two
+// people, and the gate (policy) compares them alike; a sender's MTA that
+// writes RCPT TO:<Bob@example.com> must still find bob's vacation, and
+// Alice@ and alice@ are one sender for the once-per-period rule. Every
+// Store method applies Key to the addresses it is given.
 func Key(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return addr
-	}
-	return addr[:i+1] + strings.ToLower(addr[i+1:])
+	return strings.ToLower(addr)
 }
 
 // checkAddress refuses what cannot be a mailbox: no "@", an empty local
