@@ -1,0 +1,180 @@
+package vacation
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/replygate/replygate/vacation/store"
+)
+
+// OutboxConfig holds the worker's knobs; the zero value of each is its default.
+type OutboxConfig struct {
+	Relay    string        // host:port of the SMTP relay
+	Helo     string        // name in EHLO; default "localhost"
+	Sessions int           // relay sessions at once; default 2
+	Lease    time.Duration // how long a claimed reply is ours; default 5m
+	Poll     time.Duration // how often to look for due retries; default 5s
+	Timeout  time.Duration // one SMTP exchange; default 60s
+	MaxTries int           // attempts before a reply is dropped; default 30
+}
+
+func (c OutboxConfig) withDefaults() OutboxConfig {
+	if c.Helo == "" {
+		c.Helo = "localhost"
+	}
+	if c.Sessions <= 0 {
+		c.Sessions = 2
+	}
+	if c.Lease <= 0 {
+		c.Lease = 5 * time.Minute
+	}
+	if c.Poll <= 0 {
+		c.Poll = 5 * time.Second
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 60 * time.Second
+	}
+	if c.MaxTries <= 0 {
+		c.MaxTries = 30
+	}
+	return c
+}
+
+// Outbox sends queued replies through the relay. Replies are claimed
+// with a lease, so a crash between claiming and sending only delays them,
+// and several processes sharing a store never send one twice at once.
+type Outbox struct {
+	store store.Store
+	cfg   OutboxConfig
+	log   *slog.Logger
+	now   func() time.Time
+	wake  chan struct{}
+
+	Sent, Retried, Dropped atomic.Uint64
+}
+
+// NewOutbox returns a worker on s.
+func NewOutbox(s store.Store, cfg OutboxConfig, log *slog.Logger, now func() time.Time) *Outbox {
+	return &Outbox{store: s, cfg: cfg.withDefaults(), log: log, now: now, wake: make(chan struct{}, 1)}
+}
+
+// Wake tells the worker that a reply was queued. It never blocks.
+func (o *Outbox) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends replies until ctx is done, then lets the sends in progress
+// finish (each is bounded by the SMTP timeout) and returns.
+func (o *Outbox) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, o.cfg.Sessions)
+	for {
+		// Claim no more than there are free sessions: the rest stays
+		// unleased for another process, and the relay rate stays bounded.
+		free := o.cfg.Sessions - len(slots)
+		var due []store.Reply
+		if free > 0 {
+			var err error
+			due, err = o.store.Claim(context.WithoutCancel(ctx), o.now(), o.cfg.Lease, free)
+			if err != nil {
+				o.log.Warn("outbox claim failed", "err", err)
+			}
+		}
+		for _, r := range due {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer o.Wake() // a free session: look for more
+				defer func() { <-slots }()
+				o.deliver(r)
+			})
+		}
+		if len(due) == free && free > 0 {
+			continue // maybe more is due
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-time.After(o.cfg.Poll):
+		}
+	}
+}
+
+// deliver sends one reply and records the outcome. A 5xx answer is
+// permanent: the reply is dropped and logged. Anything else (4xx, a
+// timeout, a refused connection) is retried with back-off.
+func (o *Outbox) deliver(r store.Reply) {
+	ctx := context.Background() // the outcome must be recorded even during shutdown
+	log := o.log.With("user", r.User, "rcpt", r.Rcpt, "outbox_id", r.ID)
+	err := o.send(r)
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		if err := o.store.Done(ctx, r.ID); err != nil {
+			log.Error("reply sent but not marked done; it may be sent again after its lease", "err", err)
+		}
+		o.Sent.Add(1)
+		log.Info("reply sent", "attempts", r.Attempts+1)
+	case errors.As(err, &se) && se.Code/100 == 5, r.Attempts+1 >= o.cfg.MaxTries:
+		if err := o.store.Done(ctx, r.ID); err != nil {
+			log.Error("dropping reply", "err", err)
+		}
+		o.Dropped.Add(1)
+		log.Warn("reply dropped", "err", err, "attempts", r.Attempts+1)
+	default:
+		next := o.now().Add(backoff(r.Attempts))
+		if err := o.store.Retry(ctx, r.ID, next, err.Error()); err != nil {
+			log.Error("reply not rescheduled; retried after its lease", "err", err)
+		}
+		o.Retried.Add(1)
+		log.Info("reply deferred", "err", err, "next_try", next)
+	}
+}
+
+// backoff doubles from 5 s up to 1 h between attempts: a relay that is
+// restarting is retried soon, one that is down for long is not hammered.
+func backoff(attempts int) time.Duration {
+	d := 5 * time.Second << min(attempts, 10)
+	return min(d, time.Hour)
+}
+
+func (o *Outbox) send(r store.Reply) error {
+	conn, err := net.DialTimeout("tcp", o.cfg.Relay, o.cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(o.cfg.Timeout))
+	c := smtp.NewClient(conn)
+	defer c.Close()
+	if err := c.Hello(o.cfg.Helo); err != nil {
+		return err
+	}
+	if err := c.Mail(r.MailFrom, nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt(r.Rcpt, nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(r.Message); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}

@@ -1,0 +1,128 @@
+package vacation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/replygate/replygate/vacation/compose"
+	"github.com/replygate/replygate/vacation/store"
+)
+
+// Message is an inbound message the gate allows replies to, as the milter
+// hands it over (cmd/replygate converts; vacation does not import milter).
+type Message struct {
+	QueueID  string
+	MailFrom string   // the envelope sender: who gets the reply
+	Rcpts    []string // recipients the gate allows a reply for
+	Header   []compose.Field
+}
+
+// Config holds the responder's knobs; the zero value of each is its default.
+type Config struct {
+	// Hostname is the right-hand side of replies' Message-IDs; "" means
+	// the user's domain.
+	Hostname string
+	// EnvelopeFromUser sends replies with the user's address as MAIL FROM
+	// instead of <> (RFC 3834 section 3.3 recommends <>; some relays
+	// refuse it).
+	EnvelopeFromUser bool
+}
+
+// Responder turns allowed messages into queued replies. Offer does the
+// store work while the MTA waits, bounded by its context: a reply that is
+// queued has survived, since the MTA only accepts the message after.
+type Responder struct {
+	store  store.Store
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	wake   func() // tells the outbox worker there is work; may be nil
+	Counts Counts
+}
+
+// Counts are the responder's counters.
+type Counts struct {
+	Queued, Duplicate, Inactive, Errors atomic.Uint64
+}
+
+// NewResponder returns a responder on s. now is the clock; wake, if not
+// nil, is called after a reply was queued.
+func NewResponder(s store.Store, cfg Config, log *slog.Logger, now func() time.Time, wake func()) *Responder {
+	return &Responder{store: s, cfg: cfg, log: log, now: now, wake: wake}
+}
+
+// Offer queues a reply for each recipient with an active vacation, once
+// per sender and period. It returns the first error; the other recipients
+// are still served.
+func (r *Responder) Offer(ctx context.Context, m Message) error {
+	now := r.now()
+	var errs []error
+	for _, rcpt := range m.Rcpts {
+		if err := r.offerOne(ctx, m, rcpt, now); err != nil {
+			r.Counts.Errors.Add(1)
+			errs = append(errs, fmt.Errorf("rcpt %s: %w", rcpt, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now time.Time) error {
+	v, err := r.store.FindVacation(ctx, rcpt)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := r.log.With("queue_id", m.QueueID, "user", v.Address, "mail_from", m.MailFrom)
+	if !Active(v, now) {
+		r.Counts.Inactive.Add(1)
+		log.Debug("vacation not active")
+		return nil
+	}
+	reply, err := compose.Compose(compose.Settings{
+		Address:          v.Address,
+		FromName:         v.FromName,
+		Subject:          v.Subject,
+		Body:             v.Body,
+		HTMLBody:         v.HTMLBody,
+		EnvelopeFromUser: r.cfg.EnvelopeFromUser,
+	}, compose.Original{MailFrom: m.MailFrom, Header: m.Header}, now, r.cfg.Hostname)
+	if errors.Is(err, compose.ErrNullSender) {
+		return nil // the gate never lets these through; nothing to answer
+	}
+	if err != nil {
+		return err
+	}
+	queued, err := r.store.ReserveAndEnqueue(ctx, store.Reservation{
+		User:     v.Address,
+		Sender:   reply.Rcpt,
+		Version:  v.Version,
+		Interval: time.Duration(max(v.IntervalDays, 1)) * 24 * time.Hour,
+		Now:      now,
+	}, store.Reply{User: v.Address, MailFrom: reply.MailFrom, Rcpt: reply.Rcpt, Message: reply.Message, NextTry: now, Created: now})
+	if err != nil {
+		return err
+	}
+	if !queued {
+		r.Counts.Duplicate.Add(1)
+		log.Info("reply already sent this period")
+		return nil
+	}
+	r.Counts.Queued.Add(1)
+	log.Info("reply queued", "rcpt", reply.Rcpt)
+	if r.wake != nil {
+		r.wake()
+	}
+	return nil
+}
+
+// Active reports whether v is in force at now: on or after Start and
+// before End, either of which may be open.
+func Active(v store.Vacation, now time.Time) bool {
+	return (v.Start.IsZero() || !now.Before(v.Start)) && (v.End.IsZero() || now.Before(v.End))
+}

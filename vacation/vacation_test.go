@@ -1,0 +1,148 @@
+package vacation
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/replygate/replygate/internal/mtalab"
+	"github.com/replygate/replygate/vacation/compose"
+	"github.com/replygate/replygate/vacation/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// clock is a settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	s, err := store.OpenSQLite(filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func message(from, id string, rcpts ...string) Message {
+	return Message{MailFrom: from, Rcpts: rcpts, Header: []compose.Field{
+		{Name: "Subject", Value: "hello"}, {Name: "Message-ID", Value: "<" + id + "@example.org>"}}}
+}
+
+func TestResponderOncePerPeriod(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{now: time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)}
+	if _, err := st.PutVacation(ctx, store.Vacation{Address: "bob@example.com", Aliases: []string{"robert@example.com"},
+		Body: "Away.", IntervalDays: 2, End: time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	woken := 0
+	r := NewResponder(st, Config{}, quiet, clk.Now, func() { woken++ })
+	steps := []struct {
+		name    string
+		advance time.Duration
+		msg     Message
+		queued  uint64 // total so far
+	}{
+		{"first message is answered", 0, message("alice@example.org", "1", "bob@example.com"), 1},
+		{"second within the interval is not", time.Hour, message("alice@example.org", "2", "bob@example.com"), 1},
+		{"via an alias, same period", time.Hour, message("alice@example.org", "3", "Robert@EXAMPLE.com"), 1},
+		{"another sender is", 0, message("carol@example.org", "4", "bob@example.com"), 2},
+		{"nobody on vacation", 0, message("alice@example.org", "5", "dave@example.com"), 2},
+		{"after the interval, again", 48 * time.Hour, message("alice@example.org", "6", "bob@example.com"), 3},
+		{"after the end, never", 7 * 24 * time.Hour, message("erin@example.org", "7", "bob@example.com"), 3},
+	}
+	for _, s := range steps {
+		clk.Add(s.advance)
+		if err := r.Offer(ctx, s.msg); err != nil {
+			t.Fatalf("%s: Offer: %v", s.name, err)
+		}
+		if got := r.Counts.Queued.Load(); got != s.queued {
+			t.Errorf("%s: %d replies queued, want %d", s.name, got, s.queued)
+		}
+	}
+	if n, _ := st.OutboxLen(ctx); n != 3 || woken != 3 {
+		t.Errorf("outbox %d, woken %d; want 3 and 3", n, woken)
+	}
+	if r.Counts.Inactive.Load() != 1 || r.Counts.Duplicate.Load() != 2 {
+		t.Errorf("inactive %d, duplicate %d; want 1 and 2", r.Counts.Inactive.Load(), r.Counts.Duplicate.Load())
+	}
+}
+
+// TestNewTextNewPeriod: changing the vacation text starts a new period
+// (RFC 5230 :handle), so the sender is told the new text.
+func TestNewTextNewPeriod(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{now: time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)}
+	r := NewResponder(st, Config{}, quiet, clk.Now, nil)
+	for i, body := range []string{"Away.", "Away.", "Away until Monday."} {
+		if _, err := st.PutVacation(ctx, store.Vacation{Address: "bob@example.com", Body: body, IntervalDays: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Offer(ctx, message("alice@example.org", "x", "bob@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		if want := []uint64{1, 1, 2}[i]; r.Counts.Queued.Load() != want {
+			t.Errorf("after text %d: %d queued, want %d", i, r.Counts.Queued.Load(), want)
+		}
+	}
+}
+
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	sink := mtalab.NewSink(t)
+	clk := &clock{now: time.Now()}
+	o := NewOutbox(st, OutboxConfig{Relay: sink.Addr(), Poll: 20 * time.Millisecond, MaxTries: 3}, quiet, clk.Now)
+	queue := func(user, rcpt string) {
+		t.Helper()
+		ok, err := st.ReserveAndEnqueue(ctx, store.Reservation{User: user, Sender: rcpt, Version: 1, Interval: time.Hour, Now: clk.Now()},
+			store.Reply{User: user, Rcpt: rcpt, Message: []byte("Subject: away\r\n\r\nAway.\r\n"), NextTry: clk.Now(), Created: clk.Now()})
+		if err != nil || !ok {
+			t.Fatalf("queue: %v %v", ok, err)
+		}
+	}
+	queue("bob@example.com", "alice@example.org")
+	queue("bob@example.com", "550@example.org") // refused for good: dropped
+	queue("bob@example.com", "451@example.org") // refused for now: retried, then dropped after MaxTries
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { o.Run(runCtx); close(done) }()
+	o.Wake()
+	sink.WaitFor(t, 5*time.Second, "the reply to alice", func(m []mtalab.Message) bool { return len(m) == 1 })
+	for o.Dropped.Load() < 1 || o.Retried.Load() < 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let the retries come due: 5 s, then 10 s of back-off.
+	for o.Dropped.Load() < 2 {
+		clk.Add(time.Minute)
+		o.Wake()
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	<-done
+	m := sink.Messages()
+	if len(m) != 1 || m[0].From != "" || m[0].To[0] != "alice@example.org" {
+		t.Errorf("sink got %+v, want one reply from <> to alice", m)
+	}
+	if n, _ := st.OutboxLen(ctx); n != 0 {
+		t.Errorf("outbox holds %d, want 0", n)
+	}
+	if o.Sent.Load() != 1 || o.Dropped.Load() != 2 || o.Retried.Load() != 2 {
+		t.Errorf("sent %d dropped %d retried %d; want 1, 2, 2", o.Sent.Load(), o.Dropped.Load(), o.Retried.Load())
+	}
+}
