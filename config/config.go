@@ -30,9 +30,25 @@ type Config struct {
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 
-	Milter Milter        `toml:"milter"`
-	API    API           `toml:"api"`
-	Policy policy.Config `toml:"policy"`
+	Milter   Milter        `toml:"milter"`
+	API      API           `toml:"api"`
+	Policy   policy.Config `toml:"policy"`
+	Vacation Vacation      `toml:"vacation"`
+}
+
+// Vacation is the [vacation] table: the responder and its outbox.
+type Vacation struct {
+	// EnvelopeFromUser sends replies from the user's address instead of
+	// the null sender <> (RFC 3834 recommends <>; some relays refuse it).
+	EnvelopeFromUser bool `toml:"envelope_from_user"`
+	// Hostname names this machine in replies' Message-IDs; "" means the
+	// user's domain.
+	Hostname string `toml:"hostname"`
+	// RelaySessions bounds the SMTP sessions to the relay at once.
+	RelaySessions int `toml:"relay_sessions"`
+	// OfferTimeout bounds the store work done while the MTA waits; past
+	// it the message is accepted without a reply and the event counted.
+	OfferTimeout Duration `toml:"offer_timeout"`
 }
 
 // Milter is the [milter] table.
@@ -78,8 +94,9 @@ func Default() Config {
 			MaxHeaderFields: policy.DefaultLimits.MaxFields,
 			MaxHeaderBytes:  policy.DefaultLimits.MaxBytes,
 		},
-		API:    API{Listen: "127.0.0.1:8895"},
-		Policy: policy.DefaultConfig(),
+		API:      API{Listen: "127.0.0.1:8895"},
+		Policy:   policy.DefaultConfig(),
+		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second)},
 	}
 }
 
@@ -156,6 +173,12 @@ func (c Config) Validate() error {
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("state_dir: %q must be an absolute path", c.StateDir))
 	}
+	if c.Vacation.RelaySessions < 1 {
+		errs = append(errs, fmt.Errorf("vacation.relay_sessions: %d must be at least 1", c.Vacation.RelaySessions))
+	}
+	if c.Vacation.OfferTimeout < Duration(10*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("vacation.offer_timeout: %v must be at least 10ms", time.Duration(c.Vacation.OfferTimeout)))
+	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -188,11 +211,12 @@ func (c Config) SocketMode() (os.FileMode, error) {
 // MilterConfig is the milter package's view of the file.
 func (c Config) MilterConfig() milter.Config {
 	return milter.Config{
-		MaxSessions: c.Milter.MaxSessions,
-		IdleTimeout: time.Duration(c.Milter.IdleTimeout),
-		FailAction:  milter.FailAction(c.Milter.FailAction),
-		TraceHeader: c.Milter.TraceHeader,
-		Limits:      c.Limits(),
+		MaxSessions:  c.Milter.MaxSessions,
+		IdleTimeout:  time.Duration(c.Milter.IdleTimeout),
+		FailAction:   milter.FailAction(c.Milter.FailAction),
+		TraceHeader:  c.Milter.TraceHeader,
+		Limits:       c.Limits(),
+		OfferTimeout: time.Duration(c.Vacation.OfferTimeout),
 	}
 }
 

@@ -50,6 +50,9 @@ type Config struct {
 	FailAction  FailAction    // default accept
 	TraceHeader bool          // add X-Replygate-Verdict to every message
 	Limits      policy.Limits // header bounds per message
+	// OfferTimeout bounds Responder.Offer: the MTA waits for the
+	// end-of-message answer. Default 1s.
+	OfferTimeout time.Duration
 	// OptIn reports whether a sender asked for all their outbound mail to
 	// be stamped. It runs while the MTA waits, so it must answer from
 	// memory; nil means nobody did (the config's opt_in_senders still apply).
@@ -65,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FailAction == "" {
 		c.FailAction = FailAccept
+	}
+	if c.OfferTimeout <= 0 {
+		c.OfferTimeout = time.Second
 	}
 	return c
 }

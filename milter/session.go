@@ -49,9 +49,6 @@ type session struct {
 	started   time.Time
 }
 
-// offerTimeout bounds Offer: the MTA waits for the end-of-message answer.
-const offerTimeout = time.Second
-
 // maxRcpts bounds the recipients kept per message, as Postfix's
 // smtpd_recipient_limit does by default.
 const maxRcpts = 1000
@@ -194,7 +191,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		"ms", float64(time.Since(s.started).Microseconds())/1000)
 
 	if r := s.srv.responder; r != nil && hasAllowed(v) {
-		ctx, cancel := context.WithTimeout(context.Background(), offerTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.OfferTimeout)
 		err := r.Offer(ctx, s.inbound(v))
 		cancel()
 		if err != nil {

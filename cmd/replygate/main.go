@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	_ "time/tzdata" // vacation windows in any zone, even without the system's tzdata
 
 	"github.com/replygate/replygate/config"
 )
@@ -19,6 +20,12 @@ Usage:
   replygate serve [--config FILE] [--milter SPEC] [--api ADDR] [--state DIR] [--relay HOST:PORT]
   replygate check [--json] [--outbound] [--mail-from ADDR] [--rcpt ADDR]... [--auth USER]
                   [--client-ip IP] [--daemon NAME] [--config FILE] [FILE|-]
+  replygate vacation set ADDRESS [--subject S] (--body TEXT | --body-file F) [--from-name NAME]
+                     [--start TIME] [--end TIME] [--interval DAYS] [--alias ADDR]... [--tz ZONE]
+  replygate vacation get ADDRESS [--json]
+  replygate vacation clear ADDRESS
+  replygate vacation list [--json]
+                    (all: [--state DIR] [--config FILE]; TIME is 2026-12-24 or RFC 3339)
   replygate version
 
 Run "replygate COMMAND -h" for a command's flags.
@@ -42,6 +49,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stderr)
 	case "check":
 		err = check(args[1:], stdin, stdout, stderr)
+	case "vacation":
+		err = vacationCmd(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "replygate", version)
 	case "help", "-h", "--help":

@@ -18,6 +18,8 @@ import (
 
 	"github.com/replygate/replygate/milter"
 	"github.com/replygate/replygate/policy"
+	"github.com/replygate/replygate/vacation"
+	"github.com/replygate/replygate/vacation/compose"
 )
 
 func serve(args []string, stderr io.Writer) error {
@@ -86,10 +88,29 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 
+	st, err := openStore(state)
+	if err != nil {
+		mln.Close()
+		aln.Close()
+		return err
+	}
+	defer st.Close()
+	outbox := vacation.NewOutbox(st, vacation.OutboxConfig{
+		Relay:    cfg.Relay,
+		Helo:     cfg.Vacation.Hostname,
+		Sessions: cfg.Vacation.RelaySessions,
+	}, logger, time.Now)
+	responder := vacation.NewResponder(st, vacation.Config{
+		Hostname:         cfg.Vacation.Hostname,
+		EnvelopeFromUser: cfg.Vacation.EnvelopeFromUser,
+	}, logger, time.Now, outbox.Wake)
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	filter := milter.New(p, cfg.MilterConfig(), logger, nil)
+	filter := milter.New(p, cfg.MilterConfig(), logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
+		return responder.Offer(ctx, toVacation(m))
+	}))
 	api := &http.Server{
 		Handler:           apiHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -98,6 +119,9 @@ func serve(args []string, stderr io.Writer) error {
 	errc := make(chan error, 2)
 	go func() { errc <- filter.Serve(mln) }()
 	go func() { errc <- api.Serve(aln) }()
+	outboxCtx, stopOutbox := context.WithCancel(context.Background())
+	outboxDone := make(chan struct{})
+	go func() { outbox.Run(outboxCtx); close(outboxDone) }()
 	logger.Info("ready", "milter", spec.String(), "api", aln.Addr().String(), "state", state, "relay", cfg.Relay, "version", version)
 	notifySystemd("READY=1")
 
@@ -115,6 +139,10 @@ func serve(args []string, stderr io.Writer) error {
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- api.Shutdown(sctx) }()
 	err = errors.Join(filter.Shutdown(sctx), <-apiDone)
+	// Queued replies are durable: the outbox only finishes its sends in
+	// progress, and whatever is left goes out after the restart.
+	stopOutbox()
+	<-outboxDone
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Sessions still open at the deadline were closed; their MTA
 		// applies its milter_default_action. That is the drain working.
@@ -181,4 +209,19 @@ func notifySystemd(state string) {
 	}
 	defer c.Close()
 	c.Write([]byte(state))
+}
+
+// offerFunc adapts a function to milter.Responder.
+type offerFunc func(ctx context.Context, m milter.Inbound) error
+
+func (f offerFunc) Offer(ctx context.Context, m milter.Inbound) error { return f(ctx, m) }
+
+// toVacation converts what the milter hands over into what the responder
+// takes; the two packages do not know each other.
+func toVacation(m milter.Inbound) vacation.Message {
+	h := make([]compose.Field, len(m.Header.Fields))
+	for i, f := range m.Header.Fields {
+		h[i] = compose.Field{Name: f.Name, Value: f.Value}
+	}
+	return vacation.Message{QueueID: m.QueueID, MailFrom: m.MailFrom, Rcpts: m.Rcpts, Header: h}
 }
