@@ -106,10 +106,17 @@ func startKillableReplygate(t testing.TB, addr, config string) *daemon {
 // log; the caller decides how it ends.
 func spawnReplygate(t testing.TB, addr, config string) *daemon {
 	t.Helper()
+	return spawnReplygateIn(t, t.TempDir(), addr, config)
+}
+
+// spawnReplygateIn is spawnReplygate with the state and config under dir,
+// so a restarted daemon finds what the one before it left.
+func spawnReplygateIn(t testing.TB, dir, addr, config string) *daemon {
+	t.Helper()
 	d := &daemon{
 		Milter:  addr,
 		API:     mtalab.FreeAddr(t),
-		Dir:     t.TempDir(),
+		Dir:     dir,
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}

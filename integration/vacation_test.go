@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"mime"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+
+	"github.com/replygate/replygate/internal/mtalab"
+	"github.com/replygate/replygate/vacation/store"
+)
+
+// vacationConfig relays replies to the sink (relay is filled in).
+const vacationConfig = `relay = %q
+
+[vacation]
+hostname = "mx.example.com"
+`
+
+// setVacation runs `replygate vacation set` against the daemon's state.
+func setVacation(t *testing.T, d *daemon, args ...string) {
+	t.Helper()
+	out, err := exec.Command(replygateBin, append([]string{"vacation", "set", "--state", filepath.Join(d.Dir, "state")}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("replygate vacation set %q: %v\n%s", args, err, out)
+	}
+}
+
+// replies returns the vacation replies at the sink: sent from the null
+// sender and marked auto-replied (the bounce in the test has the first
+// and not the second).
+func replies(msgs []mtalab.Message) []mtalab.Message {
+	var out []mtalab.Message
+	for _, m := range msgs {
+		if m.From == "" && m.Get("Auto-Submitted") == "auto-replied" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func repliesTo(msgs []mtalab.Message, rcpt string) []mtalab.Message {
+	var out []mtalab.Message
+	for _, m := range replies(msgs) {
+		if len(m.To) == 1 && m.To[0] == rcpt {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestVacationThroughPostfix: a user on vacation answers a person once,
+// and nobody else: not lists, not opted-out senders, not Bcc copies, not
+// bounces, and not outside the vacation's window.
+func TestVacationThroughPostfix(t *testing.T) {
+	t.Parallel()
+	mtalab.NeedRoot(t)
+	mtalab.Need(t, "postfix", "saslpasswd2")
+	sink := mtalab.NewSink(t)
+	rg := startReplygate(t, fmt.Sprintf(vacationConfig, sink.Addr()))
+	pf := mtalab.StartPostfix(t, contribPostfix(t, rg.Milter, sink.Addr()))
+	setVacation(t, rg, "bob@example.com", "--from-name", "Bob Müller",
+		"--body", "Ich bin im Urlaub und lese keine Mail.\nZurück am 3. Januar — Grüße!\n")
+	setVacation(t, rg, "carol@example.com", "--body", "Away later.", "--start", "2099-01-01")
+
+	smtp := pf.Addr(mtalab.SMTPService)
+	send := func(from, rcpt, id string, fields ...string) {
+		t.Helper()
+		mtalab.SendMail(t, smtp, "", "", from, []string{rcpt}, pfMessage(id, from, rcpt, fields...))
+	}
+	subject := mime.QEncoding.Encode("utf-8", "Grüße aus Köln")
+	mtalab.SendMail(t, smtp, "", "", "alice@remote.example", []string{"bob@example.com"},
+		mtalab.Msg([]string{"From: Alice <alice@remote.example>", "To: Bob <bob@example.com>", "Subject: " + subject,
+			"Message-ID: <vac-1@remote.example>"}, "Hallo Bob!\n"))
+
+	// The reply, with every field RFC 3834 and DESIGN.md ask for.
+	got := sink.WaitFor(t, 20*time.Second, "the reply to alice", func(m []mtalab.Message) bool {
+		return len(repliesTo(m, "alice@remote.example")) > 0
+	})
+	r := repliesTo(got, "alice@remote.example")[0]
+	mr, err := mail.CreateReader(strings.NewReader(string(r.Data)))
+	if err != nil {
+		t.Fatalf("reply does not parse: %v\n%s", err, r.Data)
+	}
+	h := mr.Header
+	subj, _ := h.Subject()
+	for _, c := range []struct{ field, got, want string }{
+		{"Subject", subj, "Auto: Grüße aus Köln"},
+		{"Auto-Submitted", h.Get("Auto-Submitted"), "auto-replied"},
+		{"X-Allow-Auto-Reply", h.Get("X-Allow-Auto-Reply"), "no"},
+		{"X-Auto-Response-Suppress", h.Get("X-Auto-Response-Suppress"), "All"},
+		{"Precedence", h.Get("Precedence"), "bulk"},
+		{"In-Reply-To", h.Get("In-Reply-To"), "<vac-1@remote.example>"},
+	} {
+		if c.got != c.want {
+			t.Errorf("reply %s = %q, want %q", c.field, c.got, c.want)
+		}
+	}
+	if refs := h.Get("References"); !strings.Contains(refs, "<vac-1@remote.example>") {
+		t.Errorf("reply References = %q, want the original's Message-ID", refs)
+	}
+	if from, err := h.AddressList("From"); err != nil || len(from) != 1 || from[0].Address != "bob@example.com" || from[0].Name != "Bob Müller" {
+		t.Errorf("reply From = %v, %v; want Bob Müller <bob@example.com>", from, err)
+	}
+	if h.Get("Date") == "" || h.Get("Message-Id") == "" {
+		t.Errorf("reply lacks Date or Message-ID")
+	}
+	p, err := mr.NextPart()
+	if err != nil {
+		t.Fatalf("reply body: %v", err)
+	}
+	if ct := p.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") || !strings.Contains(ct, "utf-8") {
+		t.Errorf("reply Content-Type = %q, want text/plain; charset=utf-8", ct)
+	}
+	body, _ := io.ReadAll(p.Body)
+	if !strings.Contains(string(body), "Zurück am 3. Januar — Grüße!") {
+		t.Errorf("reply body = %q, want the UTF-8 vacation text", body)
+	}
+	if strings.Contains(string(r.Data), "Hallo Bob") {
+		t.Errorf("reply quotes the original body")
+	}
+
+	// Within the interval the same sender gets nothing more.
+	send("alice@remote.example", "bob@example.com", "vac-2")
+	rg.WaitLines(t, 20*time.Second, "the duplicate", func(l []map[string]any) bool {
+		return len(filter(l, "reply already sent this period")) > 0
+	})
+
+	// Mail that must not be answered.
+	send("dave@remote.example", "bob@example.com", "vac-list", "List-Id: <dev.lists.remote.example>")
+	send("erin@remote.example", "bob@example.com", "vac-optout", "X-Allow-Auto-Reply: no")
+	mtalab.SendMail(t, smtp, "", "", "frank@remote.example", []string{"bob@example.com"},
+		pfMessage("vac-bcc", "frank@remote.example", "team@remote.example")) // bob only in the envelope: a Bcc copy
+	mtalab.SendMail(t, smtp, "", "", "", []string{"bob@example.com"},
+		pfMessage("vac-bounce", "MAILER-DAEMON@remote.example", "bob@example.com"))
+	send("grace@remote.example", "carol@example.com", "vac-window") // carol's vacation starts in 2099
+
+	// A control that is answered: once its reply is there, the messages
+	// before it have been judged and any reply of theirs queued before it.
+	send("heidi@remote.example", "bob@example.com", "vac-control")
+	all := sink.WaitFor(t, 20*time.Second, "the reply to heidi", func(m []mtalab.Message) bool {
+		return len(repliesTo(m, "heidi@remote.example")) > 0
+	})
+	rg.Verdicts(t, 8, 10*time.Second)
+	all = sink.WaitFor(t, 20*time.Second, "all 8 originals", func(m []mtalab.Message) bool { return len(m)-len(replies(m)) >= 8 })
+	if rs := replies(all); len(rs) != 2 {
+		var to []string
+		for _, r := range rs {
+			to = append(to, strings.Join(r.To, ","))
+		}
+		t.Errorf("%d replies (to %v), want 2: alice once and heidi\n%s", len(rs), to, rg.Log())
+	}
+}
+
+// TestVacationKilledBeforeSend: replygate is killed with SIGKILL after a
+// reply was queued and before it was sent (the relay is down); after a
+// restart the reply goes out exactly once.
+func TestVacationKilledBeforeSend(t *testing.T) {
+	t.Parallel()
+	mtalab.NeedRoot(t)
+	mtalab.Need(t, "postfix", "saslpasswd2")
+	sink := mtalab.NewSink(t)
+	dir := t.TempDir()
+	milterAddr := mtalab.FreeAddr(t)
+	down := mtalab.FreeAddr(t) // nothing listens: the relay is down
+	rg := spawnReplygateIn(t, dir, milterAddr, fmt.Sprintf(vacationConfig, down))
+	t.Cleanup(func() { rg.cmd.Process.Kill(); <-rg.done })
+	rg.waitReady(t)
+	pf := mtalab.StartPostfix(t, contribPostfix(t, milterAddr, sink.Addr()))
+	setVacation(t, rg, "bob@example.com", "--body", "Away.")
+
+	mtalab.SendMail(t, pf.Addr(mtalab.SMTPService), "", "", "alice@remote.example", []string{"bob@example.com"},
+		pfMessage("kill-vac", "alice@remote.example", "bob@example.com"))
+	rg.WaitLines(t, 20*time.Second, "the deferred reply", func(l []map[string]any) bool {
+		return len(filter(l, "reply deferred")) > 0
+	})
+	rg.cmd.Process.Signal(syscall.SIGKILL)
+	<-rg.done
+
+	// The same state, now with the relay up.
+	rg2 := spawnReplygateIn(t, dir, milterAddr, fmt.Sprintf(vacationConfig, sink.Addr()))
+	t.Cleanup(func() { rg2.cmd.Process.Kill(); <-rg2.done })
+	rg2.waitReady(t)
+	sink.WaitFor(t, 30*time.Second, "the reply after the restart", func(m []mtalab.Message) bool {
+		return len(repliesTo(m, "alice@remote.example")) > 0
+	})
+	rg2.WaitLines(t, 10*time.Second, "reply sent", func(l []map[string]any) bool { return len(filter(l, "reply sent")) > 0 })
+	rg2.cmd.Process.Signal(syscall.SIGTERM)
+	<-rg2.done
+
+	st, err := store.OpenSQLite(filepath.Join(dir, "state", "replygate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n, err := st.OutboxLen(context.Background()); err != nil || n != 0 {
+		t.Errorf("outbox holds %d replies (%v) after the send, want 0", n, err)
+	}
+	if rs := repliesTo(sink.Messages(), "alice@remote.example"); len(rs) != 1 {
+		t.Errorf("%d replies to alice, want exactly 1", len(rs))
+	}
+}
