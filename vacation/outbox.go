@@ -79,7 +79,16 @@ func (o *Outbox) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, o.cfg.Sessions)
+	nextPrune := o.now()
 	for {
+		if now := o.now(); !now.Before(nextPrune) {
+			if n, err := o.store.PruneReplyLog(context.WithoutCancel(ctx), now); err != nil {
+				o.log.Warn("pruning the reply log failed", "err", err)
+			} else if n > 0 {
+				o.log.Info("reply log pruned", "periods", n)
+			}
+			nextPrune = now.Add(time.Hour)
+		}
 		// Claim no more than there are free sessions: the rest stays
 		// unleased for another process, and the relay rate stays bounded.
 		free := o.cfg.Sessions - len(slots)

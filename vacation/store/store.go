@@ -73,6 +73,9 @@ type Store interface {
 	// ... ON CONFLICT, not a read then a write, so two MTAs sharing a
 	// database cannot both reply.
 	ReserveAndEnqueue(ctx context.Context, r Reservation, reply Reply) (bool, error)
+	// PruneReplyLog forgets reply periods that ended before now, so the
+	// log holds one row per sender answered recently, not per sender ever.
+	PruneReplyLog(ctx context.Context, now time.Time) (int64, error)
 
 	// Claim leases up to max replies due at now for lease: no other
 	// claimer gets them until the lease expires.
