@@ -3,13 +3,12 @@ package milter
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/replygate/replygate/internal/corpus"
 	"github.com/replygate/replygate/policy"
 )
 
@@ -19,34 +18,23 @@ import (
 // prints: the milter and `check` judge alike.
 func TestCorpusThroughMilter(t *testing.T) {
 	ts := startServer(t, "unix", policy.DefaultConfig(), Config{}, nil)
-	emls, _ := filepath.Glob("../testdata/messages/*.eml")
-	if len(emls) < 80 {
-		t.Fatalf("%d corpus messages, want at least 80", len(emls))
+	msgs, err := corpus.Load("../testdata/messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < 80 {
+		t.Fatalf("%d corpus messages, want at least 80", len(msgs))
 	}
 	sent := 0
 	var want []map[string]any
-	for _, eml := range emls {
-		name := strings.TrimSuffix(eml, ".eml")
-		var c struct {
-			Envelope struct {
-				MailFrom string              `json:"mail_from"`
-				Rcpt     []string            `json:"rcpt"`
-				Aliases  map[string][]string `json:"aliases"`
-				Auth     string              `json:"auth"`
-				ClientIP string              `json:"client_ip"`
-				Daemon   string              `json:"daemon"`
-				Local    bool                `json:"local"`
-				Outbound bool                `json:"outbound"`
-			} `json:"envelope"`
-		}
-		readJSON(t, name+".case.json", &c)
-		e := c.Envelope
+	for _, cm := range msgs {
+		e := cm.Case.Envelope
 		if len(e.Aliases) > 0 || e.Outbound {
 			continue // aliases come from the store, forced direction only from `check`
 		}
 		var golden map[string]any
-		readJSON(t, name+".golden.json", &golden)
-		f, err := os.Open(eml)
+		readJSON(t, cm.Golden, &golden)
+		f, err := os.Open(cm.EML)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +78,7 @@ func TestCorpusThroughMilter(t *testing.T) {
 		send(t, s, message{macros: macros, from: "<" + e.MailFrom + ">", rcpts: rcpts, header: fields})
 		s.Close()
 		sent++
-		golden["file"] = filepath.Base(eml)
+		golden["file"] = cm.Name
 		want = append(want, golden)
 	}
 	got := ts.logs.records(t, "verdict")

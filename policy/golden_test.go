@@ -2,87 +2,61 @@ package policy
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
+
+	"github.com/replygate/replygate/internal/corpus"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/messages/*.golden.json from the classifier")
 
 const corpusDir = "../testdata/messages"
 
-// corpusCase is NAME.case.json: the envelope a message arrived with and
-// the verdict a person expects, written by hand. The golden file is what
-// the classifier says; the expectation keeps the golden file honest.
-type corpusCase struct {
-	Envelope struct {
-		MailFrom string              `json:"mail_from"`
-		Rcpt     []string            `json:"rcpt"`
-		Aliases  map[string][]string `json:"aliases"`
-		Auth     string              `json:"auth"`
-		ClientIP string              `json:"client_ip"`
-		Daemon   string              `json:"daemon"`
-		Local    bool                `json:"local"`
-		Outbound bool                `json:"outbound"`
-	} `json:"envelope"`
-	Want struct {
-		AutoReply    Decision `json:"auto_reply"`
-		Reasons      []Reason `json:"reasons"`
-		Stamp        bool     `json:"stamp"`
-		StampReasons []Reason `json:"stamp_reasons"`
-	} `json:"want"`
-	Note string `json:"note"`
-}
-
 type corpusMessage struct {
-	name  string
-	input Input
-	c     corpusCase
+	name, golden string
+	input        Input
+	c            corpus.Case
 }
 
 func loadCorpus(t testing.TB) []corpusMessage {
 	t.Helper()
-	emls, err := filepath.Glob(filepath.Join(corpusDir, "*.eml"))
-	if err != nil || len(emls) == 0 {
-		t.Fatalf("no messages in %s: %v", corpusDir, err)
+	msgs, err := corpus.Load(corpusDir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var out []corpusMessage
-	for _, eml := range emls {
-		name := strings.TrimSuffix(filepath.Base(eml), ".eml")
-		raw, err := os.ReadFile(eml)
+	for _, m := range msgs {
+		raw, err := os.ReadFile(m.EML)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var c corpusCase
-		cj, err := os.ReadFile(filepath.Join(corpusDir, name+".case.json"))
-		if err != nil {
-			t.Fatalf("%s: every message needs a case file: %v", name, err)
-		}
-		dec := json.NewDecoder(bytes.NewReader(cj))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			t.Fatalf("%s.case.json: %v", name, err)
-		}
 		h, err := ReadHeader(bytes.NewReader(raw), Limits{})
 		if err != nil {
-			t.Fatalf("%s.eml: %v", name, err)
+			t.Fatalf("%s.eml: %v", m.Name, err)
 		}
-		e := c.Envelope
+		e := m.Case.Envelope
 		env := Envelope{MailFrom: e.MailFrom, Auth: e.Auth, Daemon: e.Daemon, Local: e.Local, Outbound: e.Outbound}
 		if e.ClientIP != "" {
 			if env.ClientIP, err = netip.ParseAddr(e.ClientIP); err != nil {
-				t.Fatalf("%s.case.json: client_ip: %v", name, err)
+				t.Fatalf("%s.case.json: client_ip: %v", m.Name, err)
 			}
 		}
 		for _, r := range e.Rcpt {
 			env.Rcpts = append(env.Rcpts, Recipient{Addr: r, Aliases: e.Aliases[r]})
 		}
-		out = append(out, corpusMessage{name, Input{Envelope: env, Header: h}, c})
+		out = append(out, corpusMessage{m.Name, m.Golden, Input{Envelope: env, Header: h}, m.Case})
+	}
+	return out
+}
+
+// names converts reasons for comparison with the hand-written lists.
+func names(rs []Reason) []string {
+	out := []string{}
+	for _, r := range rs {
+		out = append(out, string(r))
 	}
 	return out
 }
@@ -100,23 +74,23 @@ func TestCorpus(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			v := p.Classify(m.input)
 			w := m.c.Want
-			if v.AutoReply != w.AutoReply {
+			if string(v.AutoReply) != w.AutoReply {
 				t.Errorf("Classify(%s).AutoReply = %v, want %v (%s)", m.name, v.AutoReply, w.AutoReply, m.c.Note)
 			}
-			if got := v.Reasons.List(); !reflect.DeepEqual(got, append([]Reason{}, w.Reasons...)) {
+			if got := names(v.Reasons.List()); !reflect.DeepEqual(got, append([]string{}, w.Reasons...)) {
 				t.Errorf("Classify(%s).Reasons = %v, want %v", m.name, got, w.Reasons)
 			}
 			if v.Stamp != w.Stamp {
 				t.Errorf("Classify(%s).Stamp = %v, want %v", m.name, v.Stamp, w.Stamp)
 			}
-			if got := v.StampReasons.List(); !reflect.DeepEqual(got, append([]Reason{}, w.StampReasons...)) {
+			if got := names(v.StampReasons.List()); !reflect.DeepEqual(got, append([]string{}, w.StampReasons...)) {
 				t.Errorf("Classify(%s).StampReasons = %v, want %v", m.name, got, w.StampReasons)
 			}
 			got, err := MarshalVerdict(v)
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join(corpusDir, m.name+".golden.json")
+			golden := m.golden
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
 					t.Fatal(err)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/replygate/replygate/internal/corpus"
 )
 
 // binary is replygate built once for the tests that run it as a process.
@@ -38,22 +40,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// corpusCase mirrors the envelope part of testdata/messages/NAME.case.json.
-type corpusCase struct {
-	Envelope struct {
-		MailFrom string              `json:"mail_from"`
-		Rcpt     []string            `json:"rcpt"`
-		Aliases  map[string][]string `json:"aliases"`
-		Auth     string              `json:"auth"`
-		ClientIP string              `json:"client_ip"`
-		Daemon   string              `json:"daemon"`
-		Local    bool                `json:"local"`
-		Outbound bool                `json:"outbound"`
-	} `json:"envelope"`
-}
-
 // checkArgs turns a case envelope into `replygate check` flags.
-func checkArgs(c corpusCase) []string {
+func checkArgs(c corpus.Case) []string {
 	e := c.Envelope
 	args := []string{"check", "--json", "--mail-from", e.MailFrom}
 	for _, r := range e.Rcpt {
@@ -84,31 +72,22 @@ func checkArgs(c corpusCase) []string {
 // compares the output byte for byte with the golden file that the policy
 // tests hold: the command and the classifier cannot drift apart.
 func TestCheckMatchesGolden(t *testing.T) {
-	emls, _ := filepath.Glob("../../testdata/messages/*.eml")
-	if len(emls) == 0 {
-		t.Fatal("no corpus messages")
+	msgs, err := corpus.Load("../../testdata/messages")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, eml := range emls {
-		name := strings.TrimSuffix(eml, ".eml")
-		raw, err := os.ReadFile(name + ".case.json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c corpusCase
-		if err := json.Unmarshal(raw, &c); err != nil {
-			t.Fatalf("%s.case.json: %v", name, err)
-		}
+	for _, m := range msgs {
 		var stdout, stderr bytes.Buffer
-		if code := run(append(checkArgs(c), eml), nil, &stdout, &stderr); code != 0 {
-			t.Errorf("check %s: exit %d: %s", eml, code, stderr.String())
+		if code := run(append(checkArgs(m.Case), m.EML), nil, &stdout, &stderr); code != 0 {
+			t.Errorf("check %s: exit %d: %s", m.EML, code, stderr.String())
 			continue
 		}
-		want, err := os.ReadFile(name + ".golden.json")
+		want, err := os.ReadFile(m.Golden)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(stdout.Bytes(), want) {
-			t.Errorf("check %s printed\n%s\nwant %s.golden.json\n%s", eml, stdout.Bytes(), name, want)
+			t.Errorf("check %s printed\n%s\nwant %s\n%s", m.EML, stdout.Bytes(), m.Golden, want)
 		}
 	}
 }
