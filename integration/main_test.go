@@ -163,6 +163,13 @@ func (d *daemon) read(r io.Reader) {
 	}
 }
 
+// records returns the log records so far.
+func (d *daemon) records() []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]map[string]any(nil), d.lines...)
+}
+
 // Log is everything the daemon logged so far.
 func (d *daemon) Log() string {
 	d.mu.Lock()

@@ -150,6 +150,11 @@ func TestVacationThroughPostfix(t *testing.T) {
 		return len(repliesTo(m, "heidi@remote.example")) > 0
 	})
 	rg.Verdicts(t, 8, 10*time.Second)
+	// Offer queues while the MTA waits, so by the control's reply every
+	// reply that will ever be sent for these messages has been queued.
+	if q := filter(rg.records(), "reply queued"); len(q) != 2 {
+		t.Errorf("%d replies queued, want 2 (alice once, heidi)\n%s", len(q), rg.Log())
+	}
 	all = sink.WaitFor(t, 20*time.Second, "all 8 originals", func(m []mtalab.Message) bool { return len(m)-len(replies(m)) >= 8 })
 	if rs := replies(all); len(rs) != 2 {
 		var to []string

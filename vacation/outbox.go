@@ -74,7 +74,7 @@ func (o *Outbox) Wake() {
 }
 
 // Run sends replies until ctx is done, then lets the sends in progress
-// finish (each is bounded by the SMTP timeout) and returns.
+// finish (each is bounded by one deadline of Timeout) and returns.
 func (o *Outbox) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -90,7 +90,8 @@ func (o *Outbox) Run(ctx context.Context) {
 			nextPrune = now.Add(time.Hour)
 		}
 		// Claim no more than there are free sessions: the rest stays
-		// unleased for another process, and the relay rate stays bounded.
+		// unleased for another process, and the relay never has more
+		// than Sessions connections from us.
 		free := o.cfg.Sessions - len(slots)
 		var due []store.Reply
 		if free > 0 {
@@ -159,11 +160,13 @@ func backoff(attempts int) time.Duration {
 }
 
 func (o *Outbox) send(r store.Reply) error {
-	conn, err := net.DialTimeout("tcp", o.cfg.Relay, o.cfg.Timeout)
+	// One deadline for the whole exchange, the dial included.
+	deadline := time.Now().Add(o.cfg.Timeout)
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", o.cfg.Relay)
 	if err != nil {
 		return err
 	}
-	conn.SetDeadline(time.Now().Add(o.cfg.Timeout))
+	conn.SetDeadline(deadline)
 	c := smtp.NewClient(conn)
 	defer c.Close()
 	if err := c.Hello(o.cfg.Helo); err != nil {
@@ -185,5 +188,10 @@ func (o *Outbox) send(r store.Reply) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	return c.Quit()
+	// The relay has taken the message: from here on it is sent, whatever
+	// QUIT says; retrying would send it twice.
+	if err := c.Quit(); err != nil {
+		o.log.Debug("QUIT after a sent reply failed", "rcpt", r.Rcpt, "err", err)
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ type Responder struct {
 
 // Counts are the responder's counters.
 type Counts struct {
-	Queued, Duplicate, Inactive, Errors atomic.Uint64
+	Queued, Duplicate, Inactive, Own, Errors atomic.Uint64
 }
 
 // NewResponder returns a responder on s. now is the clock; wake, if not
@@ -79,6 +79,12 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		return err
 	}
 	log := r.log.With("queue_id", m.QueueID, "user", v.Address, "mail_from", m.MailFrom)
+	if ownAddress(v, m.MailFrom) {
+		// The user's own mail (or an alias's) is never answered, as
+		// Pigeonhole does: a vacation must not write to its owner.
+		r.Counts.Own.Add(1)
+		return nil
+	}
 	if !Active(v, now) {
 		r.Counts.Inactive.Add(1)
 		log.Debug("vacation not active")
@@ -125,4 +131,18 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 // before End, either of which may be open.
 func Active(v store.Vacation, now time.Time) bool {
 	return (v.Start.IsZero() || !now.Before(v.Start)) && (v.End.IsZero() || now.Before(v.End))
+}
+
+// ownAddress reports whether sender is v's address or one of its aliases.
+func ownAddress(v store.Vacation, sender string) bool {
+	k := store.Key(sender)
+	if k == store.Key(v.Address) {
+		return true
+	}
+	for _, a := range v.Aliases {
+		if k == store.Key(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -62,6 +62,8 @@ func TestResponderOncePerPeriod(t *testing.T) {
 		{"another sender is", 0, message("carol@example.org", "4", "bob@example.com"), 2},
 		{"nobody on vacation", 0, message("alice@example.org", "5", "dave@example.com"), 2},
 		{"after the interval, again", 48 * time.Hour, message("alice@example.org", "6", "bob@example.com"), 3},
+		{"the user's own mail, never", 0, message("bob@example.com", "6a", "bob@example.com"), 3},
+		{"nor an alias's", 0, message("ROBERT@example.com", "6b", "bob@example.com"), 3},
 		{"after the end, never", 7 * 24 * time.Hour, message("erin@example.org", "7", "bob@example.com"), 3},
 	}
 	for _, s := range steps {
@@ -75,6 +77,9 @@ func TestResponderOncePerPeriod(t *testing.T) {
 	}
 	if n, _ := st.OutboxLen(ctx); n != 3 || woken != 3 {
 		t.Errorf("outbox %d, woken %d; want 3 and 3", n, woken)
+	}
+	if r.Counts.Own.Load() != 2 {
+		t.Errorf("own %d, want 2", r.Counts.Own.Load())
 	}
 	if r.Counts.Inactive.Load() != 1 || r.Counts.Duplicate.Load() != 2 {
 		t.Errorf("inactive %d, duplicate %d; want 1 and 2", r.Counts.Inactive.Load(), r.Counts.Duplicate.Load())
@@ -124,11 +129,18 @@ func TestOutbox(t *testing.T) {
 	go func() { o.Run(runCtx); close(done) }()
 	o.Wake()
 	sink.WaitFor(t, 5*time.Second, "the reply to alice", func(m []mtalab.Message) bool { return len(m) == 1 })
+	deadline := time.Now().Add(10 * time.Second)
 	for o.Dropped.Load() < 1 || o.Retried.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop and retry within 10s: dropped %d retried %d", o.Dropped.Load(), o.Retried.Load())
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Let the retries come due: 5 s, then 10 s of back-off.
 	for o.Dropped.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 451 reply was not dropped after MaxTries within 10s")
+		}
 		clk.Add(time.Minute)
 		o.Wake()
 		time.Sleep(20 * time.Millisecond)

@@ -27,6 +27,17 @@ func openStore(stateDir string) (*store.SQLite, error) {
 	return store.OpenSQLite(filepath.Join(stateDir, storeFile))
 }
 
+// openDaemonStore opens the store a daemon made; it never creates one, so
+// a CLI pointed at the wrong directory says so instead of writing settings
+// that no daemon reads.
+func openDaemonStore(stateDir string) (*store.SQLite, error) {
+	path := filepath.Join(stateDir, storeFile)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no replygate state at %s (start `replygate serve` first, or pass --state DIR)", stateDir)
+	}
+	return store.OpenSQLite(path)
+}
+
 // vacationJSON is a vacation as the CLI and the API show it.
 type vacationJSON struct {
 	Address      string    `json:"address"`
@@ -118,7 +129,7 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(dir)
+	st, err := openDaemonStore(dir)
 	if err != nil {
 		return err
 	}
@@ -128,6 +139,9 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	switch sub {
 	case "set":
 		text := *body
+		if *body != "" && *bodyFile != "" {
+			return usageError{errors.New("vacation set: give --body or --body-file, not both")}
+		}
 		if *bodyFile != "" {
 			b, err := os.ReadFile(*bodyFile)
 			if err != nil {

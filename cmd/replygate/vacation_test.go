@@ -9,6 +9,15 @@ import (
 
 func TestVacationCLI(t *testing.T) {
 	state := t.TempDir()
+	var nout, nerr bytes.Buffer
+	if code := run([]string{"vacation", "list", "--state", state}, nil, &nout, &nerr); code != 1 || !strings.Contains(nerr.String(), "no replygate state") {
+		t.Errorf("vacation list without a daemon's store = %d %q, want 1 and 'no replygate state'", code, nerr.String())
+	}
+	st, err := openStore(state) // what `replygate serve` does at start
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 	cli := func(args ...string) (int, string, string) {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -50,6 +59,7 @@ func TestVacationCLI(t *testing.T) {
 		want string
 	}{
 		{[]string{"set", "bob@example.com"}, "--body"},
+		{[]string{"set", "bob@example.com", "--body", "x", "--body-file", "/etc/hostname"}, "not both"},
 		{[]string{"set", "bob@example.com", "--body", "x", "--subject", "hi\r\nBcc: victim@example.org"}, "--subject"},
 		{[]string{"set", "bob@example.com", "--body", "x", "--from-name", "Bob\nX-Evil: 1"}, "--from-name"},
 		{[]string{"set", "bob@example.com", "--body", "x", "--start", "2026-12-26", "--end", "2026-12-24"}, "after --start"},

@@ -345,14 +345,16 @@ func (s *SQLite) DeleteVacation(ctx context.Context, address string) error {
 }
 
 // reserveSQL inserts the period, or takes over the stored one when it has
-// expired or was for another text; RETURNING yields a row exactly when
-// the row was written, that is, when this caller holds the period.
+// expired or was for an older text (a caller that read the old text just
+// before it changed cannot take the new period over); RETURNING yields a
+// row exactly when the row was written, that is, when this caller holds
+// the period.
 const reserveSQL = `INSERT INTO reply_log (user_addr, sender, version, expires_ms)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (user_addr, sender) DO UPDATE SET
 	version = excluded.version,
 	expires_ms = excluded.expires_ms
-WHERE reply_log.expires_ms <= $5 OR reply_log.version <> excluded.version
+WHERE reply_log.expires_ms <= $5 OR reply_log.version < excluded.version
 RETURNING 1`
 
 const enqueueSQL = `INSERT INTO outbox
