@@ -67,7 +67,7 @@ func TestVacationThroughPostfix(t *testing.T) {
 	sink := mtalab.NewSink(t)
 	rg := startReplygate(t, fmt.Sprintf(vacationConfig, sink.Addr()))
 	pf := mtalab.StartPostfix(t, contribPostfix(t, rg.Milter, sink.Addr()))
-	setVacation(t, rg, "bob@example.com", "--from-name", "Bob Müller",
+	setVacation(t, rg, "bob@example.com", "--from-name", "Bob Müller", "--alias", "robert@example.com",
 		"--body", "Ich bin im Urlaub und lese keine Mail.\nZurück am 3. Januar — Grüße!\n")
 	setVacation(t, rg, "carol@example.com", "--body", "Away later.", "--start", "2099-01-01")
 
@@ -143,25 +143,40 @@ func TestVacationThroughPostfix(t *testing.T) {
 		pfMessage("vac-bounce", "MAILER-DAEMON@remote.example", "bob@example.com"))
 	send("grace@remote.example", "carol@example.com", "vac-window") // carol's vacation starts in 2099
 
+	// Addressed by an alias only: the gate learns bob's aliases from the
+	// store (within a refresh) and lets the reply through.
+	rg.WaitLines(t, 20*time.Second, "bob's alias loaded", func(l []map[string]any) bool {
+		for _, r := range filter(l, "lookups loaded") {
+			if n, _ := r["aliases"].(float64); n > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	mtalab.SendMail(t, smtp, "", "", "ivan@remote.example", []string{"bob@example.com"},
+		pfMessage("vac-alias", "ivan@remote.example", "robert@example.com"))
+
 	// A control that is answered: once its reply is there, the messages
 	// before it have been judged and any reply of theirs queued before it.
 	send("heidi@remote.example", "bob@example.com", "vac-control")
 	all := sink.WaitFor(t, 20*time.Second, "the reply to heidi", func(m []mtalab.Message) bool {
 		return len(repliesTo(m, "heidi@remote.example")) > 0
 	})
-	rg.Verdicts(t, 8, 10*time.Second)
+	rg.Verdicts(t, 9, 10*time.Second)
 	// Offer queues while the MTA waits, so by the control's reply every
 	// reply that will ever be sent for these messages has been queued.
-	if q := filter(rg.records(), "reply queued"); len(q) != 2 {
-		t.Errorf("%d replies queued, want 2 (alice once, heidi)\n%s", len(q), rg.Log())
+	if q := filter(rg.records(), "reply queued"); len(q) != 3 {
+		t.Errorf("%d replies queued, want 3 (alice once, ivan, heidi)\n%s", len(q), rg.Log())
 	}
-	all = sink.WaitFor(t, 20*time.Second, "all 8 originals", func(m []mtalab.Message) bool { return len(m)-len(replies(m)) >= 8 })
-	if rs := replies(all); len(rs) != 2 {
+	all = sink.WaitFor(t, 20*time.Second, "all 9 originals and 3 replies", func(m []mtalab.Message) bool {
+		return len(m)-len(replies(m)) >= 9 && len(replies(m)) >= 3
+	})
+	if rs := replies(all); len(rs) != 3 || len(repliesTo(all, "ivan@remote.example")) != 1 {
 		var to []string
 		for _, r := range rs {
 			to = append(to, strings.Join(r.To, ","))
 		}
-		t.Errorf("%d replies (to %v), want 2: alice once and heidi\n%s", len(rs), to, rg.Log())
+		t.Errorf("%d replies (to %v), want 3: alice once, ivan (by alias) and heidi\n%s", len(rs), to, rg.Log())
 	}
 }
 

@@ -522,3 +522,25 @@ func (s *Server) inMessage() bool {
 	}
 	return false
 }
+
+// TestAliasesAddress: a recipient named in To by one of its aliases is
+// addressed (RFC 5230 section 4.5), through the milter's alias lookup.
+func TestAliasesAddress(t *testing.T) {
+	rec := &recorder{}
+	aliases := func(rcpt string) []string {
+		if rcpt == "bob@example.com" {
+			return []string{"robert@example.com"}
+		}
+		return nil
+	}
+	ts := startServer(t, "tcp", policy.DefaultConfig(), Config{Aliases: aliases}, rec)
+	s := ts.session(t)
+	defer s.Close()
+	send(t, s, message{from: "<alice@example.org>", rcpts: []string{"<bob@example.com>", "<carol@example.com>"},
+		header: [][2]string{{"To", "Robert <robert@example.com>"}}})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.got) != 1 || len(rec.got[0].Rcpts) != 1 || rec.got[0].Rcpts[0] != "bob@example.com" {
+		t.Errorf("offered %+v, want bob only (addressed by his alias)", rec.got)
+	}
+}

@@ -53,6 +53,10 @@ type Config struct {
 	// OfferTimeout bounds Responder.Offer: the MTA waits for the
 	// end-of-message answer. Default 1s.
 	OfferTimeout time.Duration
+	// Aliases returns the other addresses that name rcpt in To/Cc (its
+	// vacation aliases), for the RFC 5230 section 4.5 rule. It runs while
+	// the MTA waits, so it must answer from memory; nil means none.
+	Aliases func(rcpt string) []string
 	// OptIn reports whether a sender asked for all their outbound mail to
 	// be stamped. It runs while the MTA waits, so it must answer from
 	// memory; nil means nobody did (the config's opt_in_senders still apply).

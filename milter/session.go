@@ -124,7 +124,11 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
 	if len(s.rcpts) < maxRcpts {
-		s.rcpts = append(s.rcpts, policy.Recipient{Addr: rcpt})
+		r := policy.Recipient{Addr: rcpt}
+		if s.srv.cfg.Aliases != nil {
+			r.Aliases = s.srv.cfg.Aliases(rcpt)
+		}
+		s.rcpts = append(s.rcpts, r)
 	}
 	s.queueMacro(m.Macros, false)
 	return nil, nil

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -108,7 +109,15 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	filter := milter.New(p, cfg.MilterConfig(), logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
+	var lk lookups
+	if err := lk.load(context.Background(), st); err != nil {
+		mln.Close()
+		aln.Close()
+		return fmt.Errorf("load aliases and stamping preferences: %w", err)
+	}
+	mcfg := cfg.MilterConfig()
+	mcfg.Aliases, mcfg.OptIn = lk.Aliases, lk.OptIn
+	filter := milter.New(p, mcfg, logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
 		return responder.Offer(ctx, toVacation(m))
 	}))
 	api := &http.Server{
@@ -119,9 +128,10 @@ func serve(args []string, stderr io.Writer) error {
 	errc := make(chan error, 2)
 	go func() { errc <- filter.Serve(mln) }()
 	go func() { errc <- api.Serve(aln) }()
-	outboxCtx, stopOutbox := context.WithCancel(context.Background())
-	outboxDone := make(chan struct{})
-	go func() { outbox.Run(outboxCtx); close(outboxDone) }()
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Go(func() { outbox.Run(bgCtx) })
+	bg.Go(func() { lk.run(bgCtx, st, logger) })
 	logger.Info("ready", "milter", spec.String(), "api", aln.Addr().String(), "state", state, "relay", cfg.Relay, "version", version)
 	notifySystemd("READY=1")
 
@@ -141,8 +151,8 @@ func serve(args []string, stderr io.Writer) error {
 	err = errors.Join(filter.Shutdown(sctx), <-apiDone)
 	// Queued replies are durable: the outbox only finishes its sends in
 	// progress, and whatever is left goes out after the restart.
-	stopOutbox()
-	<-outboxDone
+	stopBackground()
+	bg.Wait()
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Sessions still open at the deadline were closed; their MTA
 		// applies its milter_default_action. That is the drain working.

@@ -566,3 +566,21 @@ func (s *SQLite) StampAll(ctx context.Context, address string) (bool, error) {
 	}
 	return on, nil
 }
+
+// StampAllSenders implements Store.
+func (s *SQLite) StampAllSenders(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT address FROM stamp_prefs WHERE stamp_all ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("stamp preferences: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, fmt.Errorf("stamp preferences: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}

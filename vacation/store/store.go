@@ -89,6 +89,9 @@ type Store interface {
 
 	SetStampAll(ctx context.Context, address string, on bool) error
 	StampAll(ctx context.Context, address string) (bool, error)
+	// StampAllSenders lists every address that asked for all its mail to
+	// be stamped, for the gate's in-memory opt-in set.
+	StampAllSenders(ctx context.Context) ([]string, error)
 
 	Close() error
 }

@@ -781,6 +781,12 @@ func testStamping(t *testing.T, open Open) {
 	if stamp("bob@example.com") {
 		t.Errorf("StampAll(other user) = true")
 	}
+	if err := s.SetStampAll(ctx, "carol@example.com", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.StampAllSenders(ctx); err != nil || !slices.Equal(got, []string{"alice@example.com"}) {
+		t.Errorf("StampAllSenders() = %q, %v; want [alice@example.com]", got, err)
+	}
 	if err := s.SetStampAll(ctx, "alice@example.com", true); err != nil {
 		t.Fatalf("SetStampAll(true again) = %v", err)
 	}
