@@ -49,6 +49,9 @@ type Vacation struct {
 	// OfferTimeout bounds the store work done while the MTA waits; past
 	// it the message is accepted without a reply and the event counted.
 	OfferTimeout Duration `toml:"offer_timeout"`
+	// MaxOutbox bounds the replies queued and not yet sent; past it new
+	// replies are refused, logged and counted.
+	MaxOutbox int `toml:"max_outbox"`
 }
 
 // Milter is the [milter] table.
@@ -96,7 +99,7 @@ func Default() Config {
 		},
 		API:      API{Listen: "127.0.0.1:8895"},
 		Policy:   policy.DefaultConfig(),
-		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second)},
+		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second), MaxOutbox: 10000},
 	}
 }
 
@@ -175,6 +178,9 @@ func (c Config) Validate() error {
 	}
 	if c.Vacation.RelaySessions < 1 {
 		errs = append(errs, fmt.Errorf("vacation.relay_sessions: %d must be at least 1", c.Vacation.RelaySessions))
+	}
+	if c.Vacation.MaxOutbox < 1 {
+		errs = append(errs, fmt.Errorf("vacation.max_outbox: %d must be at least 1", c.Vacation.MaxOutbox))
 	}
 	if c.Vacation.OfferTimeout < Duration(10*time.Millisecond) {
 		errs = append(errs, fmt.Errorf("vacation.offer_timeout: %v must be at least 10ms", time.Duration(c.Vacation.OfferTimeout)))

@@ -23,6 +23,10 @@ type OutboxConfig struct {
 	Poll     time.Duration // how often to look for due retries; default 5s
 	Timeout  time.Duration // one SMTP exchange; default 60s
 	MaxTries int           // attempts before a reply is dropped; default 30
+	// MaxQueued bounds the outbox: past it new replies are refused (and
+	// counted), so a storm cannot fill the disk or the relay's queue.
+	// Default 10000.
+	MaxQueued int
 }
 
 func (c OutboxConfig) withDefaults() OutboxConfig {
@@ -44,6 +48,9 @@ func (c OutboxConfig) withDefaults() OutboxConfig {
 	if c.MaxTries <= 0 {
 		c.MaxTries = 30
 	}
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 10000
+	}
 	return c
 }
 
@@ -56,6 +63,10 @@ type Outbox struct {
 	log   *slog.Logger
 	now   func() time.Time
 	wake  chan struct{}
+	// queued counts the replies in the outbox, as this process sees them:
+	// loaded at Open, raised by Queued, lowered when one is done. With
+	// several processes sharing a store each bounds what it adds.
+	queued atomic.Int64
 
 	Sent, Retried, Dropped atomic.Uint64
 }
@@ -65,7 +76,26 @@ func NewOutbox(s store.Store, cfg OutboxConfig, log *slog.Logger, now func() tim
 	return &Outbox{store: s, cfg: cfg.withDefaults(), log: log, now: now, wake: make(chan struct{}, 1)}
 }
 
-// Wake tells the worker that a reply was queued. It never blocks.
+// Load reads how many replies are already queued (after a restart).
+func (o *Outbox) Load(ctx context.Context) error {
+	n, err := o.store.OutboxLen(ctx)
+	if err != nil {
+		return err
+	}
+	o.queued.Store(int64(n))
+	return nil
+}
+
+// HasRoom reports whether the outbox takes another reply.
+func (o *Outbox) HasRoom() bool { return o.queued.Load() < int64(o.cfg.MaxQueued) }
+
+// Queued records a reply the responder queued and wakes the worker.
+func (o *Outbox) Queued() {
+	o.queued.Add(1)
+	o.Wake()
+}
+
+// Wake tells the worker that there may be work. It never blocks.
 func (o *Outbox) Wake() {
 	select {
 	case o.wake <- struct{}{}:
@@ -131,12 +161,14 @@ func (o *Outbox) deliver(r store.Reply) {
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
+		defer o.queued.Add(-1)
 		if err := o.store.Done(ctx, r.ID); err != nil {
 			log.Error("reply sent but not marked done; it may be sent again after its lease", "err", err)
 		}
 		o.Sent.Add(1)
 		log.Info("reply sent", "attempts", r.Attempts+1)
 	case errors.As(err, &se) && se.Code/100 == 5, r.Attempts+1 >= o.cfg.MaxTries:
+		defer o.queued.Add(-1)
 		if err := o.store.Done(ctx, r.ID); err != nil {
 			log.Error("dropping reply", "err", err)
 		}

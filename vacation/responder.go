@@ -40,19 +40,30 @@ type Responder struct {
 	cfg    Config
 	log    *slog.Logger
 	now    func() time.Time
-	wake   func() // tells the outbox worker there is work; may be nil
+	outbox Outboxer
 	Counts Counts
 }
 
-// Counts are the responder's counters.
-type Counts struct {
-	Queued, Duplicate, Inactive, Own, Errors atomic.Uint64
+// Outboxer is what the responder needs of the outbox: whether it has room,
+// and a note that a reply was queued. nil means unbounded and silent.
+type Outboxer interface {
+	HasRoom() bool
+	Queued()
 }
 
-// NewResponder returns a responder on s. now is the clock; wake, if not
-// nil, is called after a reply was queued.
-func NewResponder(s store.Store, cfg Config, log *slog.Logger, now func() time.Time, wake func()) *Responder {
-	return &Responder{store: s, cfg: cfg, log: log, now: now, wake: wake}
+// ErrOutboxFull is returned by Offer when the outbox is at its bound; the
+// message is accepted all the same, and the reply is not sent.
+var ErrOutboxFull = errors.New("outbox full")
+
+// Counts are the responder's counters.
+type Counts struct {
+	Queued, Duplicate, Inactive, Own, Full, Errors atomic.Uint64
+}
+
+// NewResponder returns a responder on s. now is the clock; out, if not
+// nil, bounds the outbox and is told of each queued reply.
+func NewResponder(s store.Store, cfg Config, log *slog.Logger, now func() time.Time, out Outboxer) *Responder {
+	return &Responder{store: s, cfg: cfg, log: log, now: now, outbox: out}
 }
 
 // Offer queues a reply for each recipient with an active vacation, once
@@ -90,6 +101,10 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		log.Debug("vacation not active")
 		return nil
 	}
+	if r.outbox != nil && !r.outbox.HasRoom() {
+		r.Counts.Full.Add(1)
+		return ErrOutboxFull
+	}
 	reply, err := compose.Compose(compose.Settings{
 		Address:          v.Address,
 		FromName:         v.FromName,
@@ -121,8 +136,8 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 	}
 	r.Counts.Queued.Add(1)
 	log.Info("reply queued", "rcpt", reply.Rcpt)
-	if r.wake != nil {
-		r.wake()
+	if r.outbox != nil {
+		r.outbox.Queued()
 	}
 	return nil
 }

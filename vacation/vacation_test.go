@@ -2,6 +2,8 @@ package vacation
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -48,8 +50,8 @@ func TestResponderOncePerPeriod(t *testing.T) {
 		Body: "Away.", IntervalDays: 2, End: time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)}); err != nil {
 		t.Fatal(err)
 	}
-	woken := 0
-	r := NewResponder(st, Config{}, quiet, clk.Now, func() { woken++ })
+	out := &fakeOutbox{room: 100}
+	r := NewResponder(st, Config{}, quiet, clk.Now, out)
 	steps := []struct {
 		name    string
 		advance time.Duration
@@ -75,8 +77,8 @@ func TestResponderOncePerPeriod(t *testing.T) {
 			t.Errorf("%s: %d replies queued, want %d", s.name, got, s.queued)
 		}
 	}
-	if n, _ := st.OutboxLen(ctx); n != 3 || woken != 3 {
-		t.Errorf("outbox %d, woken %d; want 3 and 3", n, woken)
+	if n, _ := st.OutboxLen(ctx); n != 3 || out.queued != 3 {
+		t.Errorf("outbox %d, told of %d; want 3 and 3", n, out.queued)
 	}
 	if r.Counts.Own.Load() != 2 {
 		t.Errorf("own %d, want 2", r.Counts.Own.Load())
@@ -156,5 +158,41 @@ func TestOutbox(t *testing.T) {
 	}
 	if o.Sent.Load() != 1 || o.Dropped.Load() != 2 || o.Retried.Load() != 2 {
 		t.Errorf("sent %d dropped %d retried %d; want 1, 2, 2", o.Sent.Load(), o.Dropped.Load(), o.Retried.Load())
+	}
+}
+
+// fakeOutbox has room for room replies.
+type fakeOutbox struct{ room, queued int }
+
+func (f *fakeOutbox) HasRoom() bool { return f.queued < f.room }
+func (f *fakeOutbox) Queued()       { f.queued++ }
+
+// TestOutboxBound: past the outbox's bound, replies are refused and
+// counted, and nothing more is queued.
+func TestOutboxBound(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{now: time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)}
+	if _, err := st.PutVacation(ctx, store.Vacation{Address: "bob@example.com", Body: "Away.", IntervalDays: 7}); err != nil {
+		t.Fatal(err)
+	}
+	o := NewOutbox(st, OutboxConfig{Relay: "127.0.0.1:1", MaxQueued: 2}, quiet, clk.Now)
+	if err := o.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := NewResponder(st, Config{}, quiet, clk.Now, o)
+	for i, want := range []error{nil, nil, ErrOutboxFull, ErrOutboxFull} {
+		err := r.Offer(ctx, message(fmt.Sprintf("s%d@example.org", i), "x", "bob@example.com"))
+		if !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("Offer %d = %v, want %v", i, err, want)
+		}
+	}
+	if n, _ := st.OutboxLen(ctx); n != 2 || r.Counts.Full.Load() != 2 {
+		t.Errorf("outbox %d, refused %d; want 2 and 2", n, r.Counts.Full.Load())
+	}
+	// A restart counts what is queued: the bound holds across it.
+	o2 := NewOutbox(st, OutboxConfig{Relay: "127.0.0.1:1", MaxQueued: 2}, quiet, clk.Now)
+	if err := o2.Load(ctx); err != nil || o2.HasRoom() {
+		t.Errorf("after Load: HasRoom = %v (%v), want false", o2.HasRoom(), err)
 	}
 }

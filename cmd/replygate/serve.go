@@ -97,14 +97,20 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer st.Close()
 	outbox := vacation.NewOutbox(st, vacation.OutboxConfig{
-		Relay:    cfg.Relay,
-		Helo:     cfg.Vacation.Hostname,
-		Sessions: cfg.Vacation.RelaySessions,
+		Relay:     cfg.Relay,
+		Helo:      cfg.Vacation.Hostname,
+		Sessions:  cfg.Vacation.RelaySessions,
+		MaxQueued: cfg.Vacation.MaxOutbox,
 	}, logger, time.Now)
+	if err := outbox.Load(context.Background()); err != nil {
+		mln.Close()
+		aln.Close()
+		return fmt.Errorf("read the outbox: %w", err)
+	}
 	responder := vacation.NewResponder(st, vacation.Config{
 		Hostname:         cfg.Vacation.Hostname,
 		EnvelopeFromUser: cfg.Vacation.EnvelopeFromUser,
-	}, logger, time.Now, outbox.Wake)
+	}, logger, time.Now, outbox)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
