@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -542,5 +543,38 @@ func TestAliasesAddress(t *testing.T) {
 	defer rec.mu.Unlock()
 	if len(rec.got) != 1 || len(rec.got[0].Rcpts) != 1 || rec.got[0].Rcpts[0] != "bob@example.com" {
 		t.Errorf("offered %+v, want bob only (addressed by his alias)", rec.got)
+	}
+}
+
+// overloaded is a Responder whose outbox is full.
+type overloaded struct{}
+
+func (overloaded) Offer(context.Context, Inbound) error {
+	return fmt.Errorf("%w: outbox full", ErrOverload)
+}
+
+// TestResponderOverload: a responder that cannot take the message makes
+// the milter answer with the fail action: tempfail keeps it at the MTA.
+func TestResponderOverload(t *testing.T) {
+	for _, tt := range []struct {
+		action FailAction
+		want   gomilter.ActionCode
+	}{{FailAccept, gomilter.ActAccept}, {FailTempfail, gomilter.ActTempFail}} {
+		t.Run(string(tt.action), func(t *testing.T) {
+			ts := startServer(t, "tcp", policy.DefaultConfig(), Config{FailAction: tt.action}, overloaded{})
+			s := ts.session(t)
+			defer s.Close()
+			_, act := send(t, s, message{from: "<alice@example.org>", rcpts: []string{"<bob@example.com>"}, header: [][2]string{{"To", "bob@example.com"}}})
+			if act != tt.want {
+				t.Errorf("EOM with the responder overloaded = %c, want %c", act, tt.want)
+			}
+			// Mail the responder is not offered is accepted as always.
+			if _, act := send(t, s, message{from: "<>", rcpts: []string{"<bob@example.com>"}, header: [][2]string{{"To", "bob@example.com"}}}); act != gomilter.ActAccept {
+				t.Errorf("bounce with the responder overloaded = %c, want accept", act)
+			}
+			if n := ts.srv.Metrics().Overloads.Load(); n != 1 {
+				t.Errorf("Overloads = %d, want 1", n)
+			}
+		})
 	}
 }

@@ -34,6 +34,11 @@ type Responder interface {
 	Offer(ctx context.Context, m Inbound) error
 }
 
+// ErrOverload is returned (wrapped) by a Responder that cannot take a
+// message now, such as when its outbox is full. The milter then answers
+// with the fail action instead of accept.
+var ErrOverload = errors.New("responder overloaded")
+
 // FailAction is what the MTA is told when replygate cannot judge a
 // message: overload, an internal error.
 type FailAction string

@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -198,7 +199,15 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.OfferTimeout)
 		err := r.Offer(ctx, s.inbound(v))
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrOverload):
+			// The responder cannot take it now: with tempfail the MTA
+			// keeps the message and brings it back, so load queues at
+			// the edge; with accept the reply is lost and counted.
+			s.srv.metrics.Overloads.Add(1)
+			s.mlog.Warn("responder overloaded, applying fail action", "err", err, "action", string(s.srv.cfg.FailAction))
+			return s.srv.failResponse(), nil
+		case err != nil:
 			s.srv.metrics.Errors.Add(1)
 			s.mlog.Warn("responder refused message", "err", err)
 		}

@@ -124,7 +124,11 @@ func serve(args []string, stderr io.Writer) error {
 	mcfg := cfg.MilterConfig()
 	mcfg.Aliases, mcfg.OptIn = lk.Aliases, lk.OptIn
 	filter := milter.New(p, mcfg, logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
-		return responder.Offer(ctx, toVacation(m))
+		err := responder.Offer(ctx, toVacation(m))
+		if errors.Is(err, vacation.ErrOutboxFull) {
+			return fmt.Errorf("%w: %w", milter.ErrOverload, err)
+		}
+		return err
 	}))
 	api := &http.Server{
 		Handler:           apiHandler(),
