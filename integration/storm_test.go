@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/replygate/replygate/internal/mtalab"
+)
+
+// stormConfig: replies go to the sink through two relay sessions; a full
+// outbox tempfails the message, so the sending MTA keeps it and retries
+// (load queues at the edge) and no reply is lost.
+const stormConfig = `relay = %q
+
+[milter]
+fail_action = "tempfail"
+
+[vacation]
+relay_sessions = 2
+max_outbox = %d
+`
+
+// TestVacationStorm sends N allowed messages from N senders to one user
+// on vacation through Postfix, with senders that retry on 4xx as MTAs do.
+// Every sender gets exactly one reply, the outbox never passes its bound,
+// and replygate's memory stays bounded. N is 300 in the test suite;
+// REPLYGATE_STORM=10000 runs the full storm (see BENCHMARKS.md).
+func TestVacationStorm(t *testing.T) {
+	t.Parallel()
+	mtalab.NeedRoot(t)
+	mtalab.Need(t, "postfix", "saslpasswd2")
+	n, maxOutbox, conc := 300, 50, 10
+	if s := os.Getenv("REPLYGATE_STORM"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("REPLYGATE_STORM=%q: want a message count", s)
+		}
+		maxOutbox = 500
+	}
+	sink := mtalab.NewSink(t)
+	rg := startReplygate(t, fmt.Sprintf(stormConfig, sink.Addr(), maxOutbox))
+	pf := mtalab.StartPostfix(t, contribPostfix(t, rg.Milter, sink.Addr()))
+	setVacation(t, rg, "bob@example.com", "--body", "Away for the storm.")
+	addr := pf.Addr(mtalab.SMTPService)
+
+	start := time.Now()
+	var next, tempfails atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		c := mtalab.Dial(t, addr) // here: Dial may fail the test, which only this goroutine may do
+		wg.Go(func() {
+			defer c.Quit()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				from := fmt.Sprintf("sender%d@remote.example", i)
+				msg := pfMessage(fmt.Sprintf("storm-%d", i), from, "bob@example.com")
+				for attempt := 0; ; attempt++ {
+					_, err := c.Send(from, []string{"bob@example.com"}, msg)
+					var se *smtp.SMTPError
+					if err == nil {
+						break
+					}
+					if !errors.As(err, &se) || se.Code/100 != 4 || attempt > 200 {
+						errc <- fmt.Errorf("%s: %w", from, err)
+						return
+					}
+					tempfails.Add(1)
+					time.Sleep(50 * time.Millisecond) // the sending MTA's retry, shortened
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	accepted := time.Since(start)
+
+	msgs := sink.WaitFor(t, time.Duration(n/20+60)*time.Second, fmt.Sprintf("%d replies", n), func(m []mtalab.Message) bool {
+		return len(replies(m)) >= n
+	})
+	all := time.Since(start)
+	seen := map[string]int{}
+	perSecond := map[int64]int{}
+	for _, r := range replies(msgs) {
+		seen[strings.Join(r.To, ",")]++
+		perSecond[r.At.Unix()]++
+	}
+	for rcpt, k := range seen {
+		if k != 1 {
+			t.Errorf("%s got %d replies, want 1", rcpt, k)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d senders answered, want %d", len(seen), n)
+	}
+	peakRate := 0
+	for _, k := range perSecond {
+		peakRate = max(peakRate, k)
+	}
+	rss := vmHWM(t, rg.cmd.Process.Pid)
+	t.Logf("storm: %d messages from %d senders accepted in %v (%d tempfails while the outbox was full at %d); "+
+		"%d replies, all sent after %v; peak relay rate %d replies/s over 2 sessions; replygate peak RSS %d KiB",
+		n, n, accepted.Round(time.Millisecond), tempfails.Load(), maxOutbox, len(seen), all.Round(time.Millisecond), peakRate, rss)
+	if n >= 1000 && rss > 200<<10 {
+		t.Errorf("replygate peak RSS %d KiB, want under 200 MiB", rss)
+	}
+}
+
+// vmHWM reads a process's peak resident set size in KiB.
+func vmHWM(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			k, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return k
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
