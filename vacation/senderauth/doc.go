@@ -1,0 +1,25 @@
+// Package senderauth decides whether the sender of a message passed SPF,
+// DKIM or DMARC, as reported by the Authentication-Results header field
+// (RFC 8601) that the site's own border MTA added.
+//
+// It does not check anything itself: no DNS, no signatures. It trusts only
+// the field whose authserv-id the admin named, because anyone can write an
+// Authentication-Results field (RFC 8601 section 5), and it reads that
+// field with github.com/emersion/go-msgauth/authres. The responder uses it
+// to refuse replies to senders that did not authenticate, so that forged
+// spam does not turn into backscatter.
+//
+// Only the topmost trusted field is read (see Passed for why). A border
+// that writes one field with every result (rspamd, Gmail's mx.google.com,
+// authentication_milter) is read in full. Postfix with OpenDKIM and
+// OpenDMARC writes one field per milter, each inserted at the top, so the
+// field read is the last milter's: OpenDMARC's dmarc= result. A sender
+// whose domain publishes no DMARC record then gets dmarc=none and is
+// refused even when OpenDKIM's field below says dkim=pass.
+//
+// Whether the check is on is configuration, and left to the caller:
+// DESIGN says that with no authserv-id configured no field is trusted or
+// required, so the caller does not call Passed at all.
+//
+// Passed is pure: no I/O, no logger, no globals.
+package senderauth
