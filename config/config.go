@@ -52,6 +52,15 @@ type Vacation struct {
 	// MaxOutbox bounds the replies queued and not yet sent; past it new
 	// replies are refused, logged and counted.
 	MaxOutbox int `toml:"max_outbox"`
+	// TrustedAuthservID, when set, answers only senders that passed SPF,
+	// DKIM or DMARC in the Authentication-Results field of this
+	// authserv-id (your border MTA's); "" trusts and requires none.
+	TrustedAuthservID string `toml:"trusted_authserv_id"`
+	// DKIMKey is a PEM private key (RSA or Ed25519) to sign replies with,
+	// as DKIMSelector._domainkey.DKIMDomain; "" signs nothing.
+	DKIMKey      string `toml:"dkim_key"`
+	DKIMDomain   string `toml:"dkim_domain"`
+	DKIMSelector string `toml:"dkim_selector"`
 }
 
 // Milter is the [milter] table.
@@ -178,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.Vacation.RelaySessions < 1 {
 		errs = append(errs, fmt.Errorf("vacation.relay_sessions: %d must be at least 1", c.Vacation.RelaySessions))
+	}
+	if (c.Vacation.DKIMKey == "") != (c.Vacation.DKIMDomain == "") || (c.Vacation.DKIMKey == "") != (c.Vacation.DKIMSelector == "") {
+		errs = append(errs, errors.New("vacation.dkim_key, dkim_domain and dkim_selector: set all three or none"))
 	}
 	if c.Vacation.MaxOutbox < 1 {
 		errs = append(errs, fmt.Errorf("vacation.max_outbox: %d must be at least 1", c.Vacation.MaxOutbox))

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/replygate/replygate/vacation/compose"
+	"github.com/replygate/replygate/vacation/dkimsign"
+	"github.com/replygate/replygate/vacation/senderauth"
 	"github.com/replygate/replygate/vacation/store"
 )
 
@@ -30,6 +32,12 @@ type Config struct {
 	// instead of <> (RFC 3834 section 3.3 recommends <>; some relays
 	// refuse it).
 	EnvelopeFromUser bool
+	// TrustedAuthservID, when set, makes the responder answer only senders
+	// that passed SPF, DKIM or DMARC as the Authentication-Results field
+	// of that authserv-id says, so forged spam gets no backscatter.
+	TrustedAuthservID string
+	// Signer, when set, DKIM-signs every reply.
+	Signer *dkimsign.Signer
 }
 
 // Responder turns allowed messages into queued replies. Offer does the
@@ -57,7 +65,7 @@ var ErrOutboxFull = errors.New("outbox full")
 
 // Counts are the responder's counters.
 type Counts struct {
-	Queued, Duplicate, Inactive, Own, Full, Errors atomic.Uint64
+	Queued, Duplicate, Inactive, Own, Full, Unauthenticated, Errors atomic.Uint64
 }
 
 // NewResponder returns a responder on s. now is the clock; out, if not
@@ -101,6 +109,13 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		log.Debug("vacation not active")
 		return nil
 	}
+	if id := r.cfg.TrustedAuthservID; id != "" {
+		if ok, why := senderauth.Passed(m.Header, id); !ok {
+			r.Counts.Unauthenticated.Add(1)
+			log.Info("no reply to an unauthenticated sender", "auth", why)
+			return nil
+		}
+	}
 	if r.outbox != nil && !r.outbox.HasRoom() {
 		r.Counts.Full.Add(1)
 		return ErrOutboxFull
@@ -118,6 +133,11 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 	}
 	if err != nil {
 		return err
+	}
+	if r.cfg.Signer != nil {
+		if reply.Message, err = r.cfg.Signer.Sign(reply.Message); err != nil {
+			return fmt.Errorf("dkim: %w", err)
+		}
 	}
 	queued, err := r.store.ReserveAndEnqueue(ctx, store.Reservation{
 		User:     v.Address,

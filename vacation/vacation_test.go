@@ -1,11 +1,16 @@
 package vacation
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -13,6 +18,7 @@ import (
 
 	"github.com/replygate/replygate/internal/mtalab"
 	"github.com/replygate/replygate/vacation/compose"
+	"github.com/replygate/replygate/vacation/dkimsign"
 	"github.com/replygate/replygate/vacation/store"
 )
 
@@ -194,5 +200,57 @@ func TestOutboxBound(t *testing.T) {
 	o2 := NewOutbox(st, OutboxConfig{Relay: "127.0.0.1:1", MaxQueued: 2}, quiet, clk.Now)
 	if err := o2.Load(ctx); err != nil || o2.HasRoom() {
 		t.Errorf("after Load: HasRoom = %v (%v), want false", o2.HasRoom(), err)
+	}
+}
+
+// TestSenderAuthAndDKIM: with a trusted authserv-id only authenticated
+// senders are answered, and a configured key signs every reply.
+func TestSenderAuthAndDKIM(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{now: time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)}
+	if _, err := st.PutVacation(ctx, store.Vacation{Address: "bob@example.com", Body: "Away.", IntervalDays: 7}); err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(t.TempDir(), "dkim.pem")
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := dkimsign.Load(keyPath, "example.com", "rg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewResponder(st, Config{TrustedAuthservID: "mx.example.com", Signer: signer}, quiet, clk.Now, nil)
+	offer := func(from, authres string) {
+		t.Helper()
+		m := message(from, "x", "bob@example.com")
+		if authres != "" {
+			m.Header = append([]compose.Field{{Name: "Authentication-Results", Value: authres}}, m.Header...)
+		}
+		if err := r.Offer(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer("alice@example.org", "mx.example.com; dkim=pass header.d=example.org; spf=pass smtp.mailfrom=example.org")
+	offer("mallory@example.org", "mx.example.com; spf=fail smtp.mailfrom=example.org; dkim=none")
+	offer("eve@example.org", "evil.example; dkim=pass header.d=example.org") // another authserv-id: not trusted
+	offer("trent@example.org", "")
+	if q, u := r.Counts.Queued.Load(), r.Counts.Unauthenticated.Load(); q != 1 || u != 3 {
+		t.Errorf("queued %d, unauthenticated %d; want 1 and 3", q, u)
+	}
+	got, err := st.Claim(ctx, clk.Now(), time.Minute, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Claim = %d, %v", len(got), err)
+	}
+	if got[0].Rcpt != "alice@example.org" || !bytes.HasPrefix(got[0].Message, []byte("DKIM-Signature:")) {
+		t.Errorf("queued reply to %s starts %q, want alice and a DKIM-Signature", got[0].Rcpt, got[0].Message[:min(40, len(got[0].Message))])
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/replygate/replygate/policy"
 	"github.com/replygate/replygate/vacation"
 	"github.com/replygate/replygate/vacation/compose"
+	"github.com/replygate/replygate/vacation/dkimsign"
 )
 
 func serve(args []string, stderr io.Writer) error {
@@ -107,10 +108,19 @@ func serve(args []string, stderr io.Writer) error {
 		aln.Close()
 		return fmt.Errorf("read the outbox: %w", err)
 	}
-	responder := vacation.NewResponder(st, vacation.Config{
-		Hostname:         cfg.Vacation.Hostname,
-		EnvelopeFromUser: cfg.Vacation.EnvelopeFromUser,
-	}, logger, time.Now, outbox)
+	vcfg := vacation.Config{
+		Hostname:          cfg.Vacation.Hostname,
+		EnvelopeFromUser:  cfg.Vacation.EnvelopeFromUser,
+		TrustedAuthservID: cfg.Vacation.TrustedAuthservID,
+	}
+	if cfg.Vacation.DKIMKey != "" {
+		if vcfg.Signer, err = dkimsign.Load(cfg.Vacation.DKIMKey, cfg.Vacation.DKIMDomain, cfg.Vacation.DKIMSelector); err != nil {
+			mln.Close()
+			aln.Close()
+			return fmt.Errorf("vacation.dkim_key: %w", err)
+		}
+	}
+	responder := vacation.NewResponder(st, vcfg, logger, time.Now, outbox)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
