@@ -52,6 +52,12 @@ type Vacation struct {
 	// MaxOutbox bounds the replies queued and not yet sent; past it new
 	// replies are refused, logged and counted.
 	MaxOutbox int `toml:"max_outbox"`
+	// UserCredit is how many unsent replies each user may have queued
+	// before drawing from the shared CreditPool; a user's storm cannot
+	// take the outbox from everyone else. Out of credit, the milter
+	// answers with its fail action.
+	UserCredit int `toml:"user_credit"`
+	CreditPool int `toml:"credit_pool"`
 	// TrustedAuthservID, when set, answers only senders that passed SPF,
 	// DKIM or DMARC in the Authentication-Results field of this
 	// authserv-id (your border MTA's); "" trusts and requires none.
@@ -108,7 +114,7 @@ func Default() Config {
 		},
 		API:      API{Listen: "127.0.0.1:8895"},
 		Policy:   policy.DefaultConfig(),
-		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second), MaxOutbox: 10000},
+		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second), MaxOutbox: 10000, UserCredit: 10, CreditPool: 1000},
 	}
 }
 
@@ -190,6 +196,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Vacation.DKIMKey == "") != (c.Vacation.DKIMDomain == "") || (c.Vacation.DKIMKey == "") != (c.Vacation.DKIMSelector == "") {
 		errs = append(errs, errors.New("vacation.dkim_key, dkim_domain and dkim_selector: set all three or none"))
+	}
+	if c.Vacation.UserCredit < 1 || c.Vacation.CreditPool < 0 {
+		errs = append(errs, fmt.Errorf("vacation.user_credit %d, credit_pool %d: want at least 1 and 0", c.Vacation.UserCredit, c.Vacation.CreditPool))
 	}
 	if c.Vacation.MaxOutbox < 1 {
 		errs = append(errs, fmt.Errorf("vacation.max_outbox: %d must be at least 1", c.Vacation.MaxOutbox))

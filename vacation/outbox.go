@@ -23,6 +23,8 @@ type OutboxConfig struct {
 	Poll     time.Duration // how often to look for due retries; default 5s
 	Timeout  time.Duration // one SMTP exchange; default 60s
 	MaxTries int           // attempts before a reply is dropped; default 30
+	// Credit, when set, gets back the credit of every reply that is done.
+	Credit *Credit
 	// MaxQueued bounds the outbox: past it new replies are refused (and
 	// counted), so a storm cannot fill the disk or the relay's queue.
 	// Default 10000.
@@ -161,14 +163,14 @@ func (o *Outbox) deliver(r store.Reply) {
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
-		defer o.queued.Add(-1)
+		defer o.finished(r)
 		if err := o.store.Done(ctx, r.ID); err != nil {
 			log.Error("reply sent but not marked done; it may be sent again after its lease", "err", err)
 		}
 		o.Sent.Add(1)
 		log.Info("reply sent", "attempts", r.Attempts+1)
 	case errors.As(err, &se) && se.Code/100 == 5, r.Attempts+1 >= o.cfg.MaxTries:
-		defer o.queued.Add(-1)
+		defer o.finished(r)
 		if err := o.store.Done(ctx, r.ID); err != nil {
 			log.Error("dropping reply", "err", err)
 		}
@@ -181,6 +183,14 @@ func (o *Outbox) deliver(r store.Reply) {
 		}
 		o.Retried.Add(1)
 		log.Info("reply deferred", "err", err, "next_try", next)
+	}
+}
+
+// finished accounts for a reply that left the outbox.
+func (o *Outbox) finished(r store.Reply) {
+	o.queued.Add(-1)
+	if o.cfg.Credit != nil {
+		o.cfg.Credit.Release(r.User, o.now())
 	}
 }
 

@@ -38,6 +38,8 @@ type Config struct {
 	TrustedAuthservID string
 	// Signer, when set, DKIM-signs every reply.
 	Signer *dkimsign.Signer
+	// Credit, when set, bounds each user's queued replies (flow control).
+	Credit *Credit
 }
 
 // Responder turns allowed messages into queued replies. Offer does the
@@ -120,6 +122,24 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		r.Counts.Full.Add(1)
 		return ErrOutboxFull
 	}
+	if c := r.cfg.Credit; c != nil {
+		if !c.Draw(v.Address, now) {
+			r.Counts.Full.Add(1)
+			return fmt.Errorf("%w: %s has no credit left", ErrOutboxFull, v.Address)
+		}
+		queued, err := r.queue(ctx, m, v, now, log)
+		if !queued {
+			c.Release(v.Address, now) // nothing was queued: the credit comes back
+		}
+		return err
+	}
+	_, err = r.queue(ctx, m, v, now, log)
+	return err
+}
+
+// queue composes the reply and queues it unless this period already has
+// one, reporting whether it did.
+func (r *Responder) queue(ctx context.Context, m Message, v store.Vacation, now time.Time, log *slog.Logger) (bool, error) {
 	reply, err := compose.Compose(compose.Settings{
 		Address:          v.Address,
 		FromName:         v.FromName,
@@ -129,14 +149,14 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		EnvelopeFromUser: r.cfg.EnvelopeFromUser,
 	}, compose.Original{MailFrom: m.MailFrom, Header: m.Header}, now, r.cfg.Hostname)
 	if errors.Is(err, compose.ErrNullSender) {
-		return nil // the gate never lets these through; nothing to answer
+		return false, nil // the gate never lets these through; nothing to answer
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if r.cfg.Signer != nil {
 		if reply.Message, err = r.cfg.Signer.Sign(reply.Message); err != nil {
-			return fmt.Errorf("dkim: %w", err)
+			return false, fmt.Errorf("dkim: %w", err)
 		}
 	}
 	queued, err := r.store.ReserveAndEnqueue(ctx, store.Reservation{
@@ -147,19 +167,19 @@ func (r *Responder) offerOne(ctx context.Context, m Message, rcpt string, now ti
 		Now:      now,
 	}, store.Reply{User: v.Address, MailFrom: reply.MailFrom, Rcpt: reply.Rcpt, Message: reply.Message, NextTry: now, Created: now})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !queued {
 		r.Counts.Duplicate.Add(1)
 		log.Info("reply already sent this period")
-		return nil
+		return false, nil
 	}
 	r.Counts.Queued.Add(1)
 	log.Info("reply queued", "rcpt", reply.Rcpt)
 	if r.outbox != nil {
 		r.outbox.Queued()
 	}
-	return nil
+	return true, nil
 }
 
 // Active reports whether v is in force at now: on or after Start and

@@ -97,7 +97,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	credit := vacation.NewCredit(cfg.Vacation.UserCredit, cfg.Vacation.CreditPool, time.Minute)
 	outbox := vacation.NewOutbox(st, vacation.OutboxConfig{
+		Credit:    credit,
 		Relay:     cfg.Relay,
 		Helo:      cfg.Vacation.Hostname,
 		Sessions:  cfg.Vacation.RelaySessions,
@@ -112,6 +114,7 @@ func serve(args []string, stderr io.Writer) error {
 		Hostname:          cfg.Vacation.Hostname,
 		EnvelopeFromUser:  cfg.Vacation.EnvelopeFromUser,
 		TrustedAuthservID: cfg.Vacation.TrustedAuthservID,
+		Credit:            credit,
 	}
 	if cfg.Vacation.DKIMKey != "" {
 		if vcfg.Signer, err = dkimsign.Load(cfg.Vacation.DKIMKey, cfg.Vacation.DKIMDomain, cfg.Vacation.DKIMSelector); err != nil {
