@@ -19,7 +19,7 @@ type OutboxConfig struct {
 	Relay    string        // host:port of the SMTP relay
 	Helo     string        // name in EHLO; default "localhost"
 	Sessions int           // relay sessions at once; default 2
-	Lease    time.Duration // how long a claimed reply is ours; default 5m
+	Lease    time.Duration // how long a claimed reply is ours; default 2×Timeout+10s
 	Poll     time.Duration // how often to look for due retries; default 5s
 	Timeout  time.Duration // one SMTP exchange; default 60s
 	MaxTries int           // attempts before a reply is dropped; default 30
@@ -38,14 +38,16 @@ func (c OutboxConfig) withDefaults() OutboxConfig {
 	if c.Sessions <= 0 {
 		c.Sessions = 2
 	}
+	if c.Timeout <= 0 {
+		c.Timeout = 60 * time.Second
+	}
 	if c.Lease <= 0 {
-		c.Lease = 5 * time.Minute
+		// Long enough for one send (Timeout bounds it), short enough that
+		// a reply claimed by a process that died goes out soon after.
+		c.Lease = 2*c.Timeout + 10*time.Second
 	}
 	if c.Poll <= 0 {
 		c.Poll = 5 * time.Second
-	}
-	if c.Timeout <= 0 {
-		c.Timeout = 60 * time.Second
 	}
 	if c.MaxTries <= 0 {
 		c.MaxTries = 30

@@ -99,7 +99,7 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	start := fs.String("start", "", "first day or instant (2026-12-24 or RFC 3339)")
 	end := fs.String("end", "", "last day, inclusive, or end instant")
 	interval := fs.Int("interval", 7, "days between replies to one sender (at least 1)")
-	tz := fs.String("tz", "Local", "time zone of plain dates (IANA name)")
+	tz := fs.String("tz", "", "time zone of plain dates, an IANA name (default: this machine's)")
 	var aliases stringList
 	fs.Var(&aliases, "alias", "another address that names the user (repeatable)")
 	pos, err := parseFlags(fs, args)
@@ -151,6 +151,9 @@ func vacationCmd(args []string, stdout io.Writer) error {
 		}
 		if strings.TrimSpace(text) == "" {
 			return usageError{errors.New("vacation set: --body or --body-file is required")}
+		}
+		if *tz == "" {
+			*tz = localZone()
 		}
 		v := store.Vacation{Address: pos[0], Aliases: aliases, Subject: *subject, Body: text,
 			FromName: *fromName, IntervalDays: *interval, TimeZone: *tz}
@@ -264,4 +267,25 @@ func printVacation(w io.Writer, v store.Vacation, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "subject: %s\nactive: %s\ninterval: %d days\n\n%s\n", subject, window(v), v.IntervalDays, v.Body)
 	return nil
+}
+
+// localZone names this machine's time zone as an IANA name, so that the
+// stored vacation means the same to a daemon running in another zone
+// (systemd services often run in UTC): $TZ, /etc/timezone, the target of
+// /etc/localtime, else UTC.
+func localZone() string {
+	if tz := strings.TrimPrefix(os.Getenv("TZ"), ":"); tz != "" {
+		return tz
+	}
+	if b, err := os.ReadFile("/etc/timezone"); err == nil {
+		if name := strings.TrimSpace(string(b)); name != "" {
+			return name
+		}
+	}
+	if target, err := os.Readlink("/etc/localtime"); err == nil {
+		if _, name, ok := strings.Cut(target, "zoneinfo/"); ok {
+			return name
+		}
+	}
+	return "UTC"
 }
