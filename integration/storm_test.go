@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	gomilter "github.com/emersion/go-milter"
 	"github.com/emersion/go-smtp"
 
 	"github.com/replygate/replygate/internal/mtalab"
@@ -137,4 +138,126 @@ func vmHWM(t *testing.T, pid int) int {
 	}
 	t.Fatal("no VmHWM")
 	return 0
+}
+
+// TestVacationStormMilter is the storm without Postfix in front: N
+// messages from N senders to one user, straight over milter sessions as
+// fast as replygate takes them, so the responder, not the MTA, sets the
+// pace. A tempfail (outbox full) is retried, as the MTA would. N is 300
+// in the test suite; REPLYGATE_STORM=10000 runs the full storm.
+func TestVacationStormMilter(t *testing.T) {
+	t.Parallel()
+	n, maxOutbox, conc := 300, 50, 16
+	if s := os.Getenv("REPLYGATE_STORM"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("REPLYGATE_STORM=%q: want a message count", s)
+		}
+		maxOutbox = 500
+	}
+	sink := mtalab.NewSink(t)
+	rg := startReplygate(t, fmt.Sprintf(stormConfig, sink.Addr(), maxOutbox))
+	setVacation(t, rg, "bob@example.com", "--body", "Away for the storm.")
+	client := gomilter.NewClientWithOptions("tcp", rg.Milter, gomilter.ClientOptions{
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, ActionMask: gomilter.OptAddHeader})
+
+	one := func(i int) (gomilter.ActionCode, error) {
+		s, err := client.Session()
+		if err != nil {
+			return 0, err
+		}
+		defer s.Close()
+		from := fmt.Sprintf("sender%d@remote.example", i)
+		steps := []func() error{
+			func() error {
+				_, err := s.Conn("mx.remote.example", gomilter.FamilyInet, 40000, "192.0.2.1")
+				return err
+			},
+			func() error { _, err := s.Mail("<"+from+">", nil); return err },
+			func() error { _, err := s.Rcpt("<bob@example.com>", nil); return err },
+			func() error { _, err := s.HeaderField("From", from); return err },
+			func() error { _, err := s.HeaderField("To", "Bob <bob@example.com>"); return err },
+			func() error { _, err := s.HeaderField("Subject", "storm"); return err },
+			func() error {
+				_, err := s.HeaderField("Message-ID", fmt.Sprintf("<storm-%d@remote.example>", i))
+				return err
+			},
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return 0, err
+			}
+		}
+		_, act, err := s.End()
+		if err != nil {
+			return 0, err
+		}
+		return act.Code, nil
+	}
+
+	start := time.Now()
+	var next, tempfails atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				for attempt := 0; ; attempt++ {
+					act, err := one(i)
+					if err != nil {
+						errc <- err
+						return
+					}
+					if act == gomilter.ActAccept {
+						break
+					}
+					if act != gomilter.ActTempFail || attempt > 500 {
+						errc <- fmt.Errorf("message %d: action %c", i, act)
+						return
+					}
+					tempfails.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	accepted := time.Since(start)
+	msgs := sink.WaitFor(t, time.Duration(n/20+60)*time.Second, fmt.Sprintf("%d replies", n), func(m []mtalab.Message) bool {
+		return len(replies(m)) >= n
+	})
+	all := time.Since(start)
+	seen := map[string]int{}
+	perSecond := map[int64]int{}
+	for _, r := range replies(msgs) {
+		seen[strings.Join(r.To, ",")]++
+		perSecond[r.At.Unix()]++
+	}
+	for rcpt, k := range seen {
+		if k != 1 {
+			t.Errorf("%s got %d replies, want 1", rcpt, k)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d senders answered, want %d", len(seen), n)
+	}
+	peakRate := 0
+	for _, k := range perSecond {
+		peakRate = max(peakRate, k)
+	}
+	rss := vmHWM(t, rg.cmd.Process.Pid)
+	t.Logf("storm over milter sessions: %d messages accepted in %v (%d tempfails at max_outbox %d); %d replies, all sent after %v; "+
+		"peak relay rate %d replies/s over 2 sessions; replygate peak RSS %d KiB",
+		n, accepted.Round(time.Millisecond), tempfails.Load(), maxOutbox, len(seen), all.Round(time.Millisecond), peakRate, rss)
+	if n >= 1000 && rss > 200<<10 {
+		t.Errorf("replygate peak RSS %d KiB, want under 200 MiB", rss)
+	}
 }
