@@ -75,6 +75,41 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Everything that can fail is set up before the listeners open, so a
+	// failed start leaves no socket behind.
+	st, err := openStore(state)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	credit := vacation.NewCredit(cfg.Vacation.UserCredit, cfg.Vacation.CreditPool, time.Minute)
+	outbox := vacation.NewOutbox(st, vacation.OutboxConfig{
+		Credit:    credit,
+		Relay:     cfg.Relay,
+		Helo:      cfg.Vacation.Hostname,
+		Sessions:  cfg.Vacation.RelaySessions,
+		MaxQueued: cfg.Vacation.MaxOutbox,
+	}, logger, time.Now)
+	if err := outbox.Load(context.Background()); err != nil {
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+	vcfg := vacation.Config{
+		Hostname:          cfg.Vacation.Hostname,
+		EnvelopeFromUser:  cfg.Vacation.EnvelopeFromUser,
+		TrustedAuthservID: cfg.Vacation.TrustedAuthservID,
+		Credit:            credit,
+	}
+	if cfg.Vacation.DKIMKey != "" {
+		if vcfg.Signer, err = dkimsign.Load(cfg.Vacation.DKIMKey, cfg.Vacation.DKIMDomain, cfg.Vacation.DKIMSelector); err != nil {
+			return fmt.Errorf("vacation.dkim_key: %w", err)
+		}
+	}
+	responder := vacation.NewResponder(st, vcfg, logger, time.Now, outbox)
+	var lk lookups
+	if err := lk.load(context.Background(), st); err != nil {
+		return fmt.Errorf("load aliases and stamping preferences: %w", err)
+	}
+
 	spec, _ := milter.ParseSpec(cfg.Milter.Listen) // validated above
 	mode, _ := cfg.SocketMode()
 	mln, err := milter.Listen(spec, mode)
@@ -90,50 +125,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 
-	st, err := openStore(state)
-	if err != nil {
-		mln.Close()
-		aln.Close()
-		return err
-	}
-	defer st.Close()
-	credit := vacation.NewCredit(cfg.Vacation.UserCredit, cfg.Vacation.CreditPool, time.Minute)
-	outbox := vacation.NewOutbox(st, vacation.OutboxConfig{
-		Credit:    credit,
-		Relay:     cfg.Relay,
-		Helo:      cfg.Vacation.Hostname,
-		Sessions:  cfg.Vacation.RelaySessions,
-		MaxQueued: cfg.Vacation.MaxOutbox,
-	}, logger, time.Now)
-	if err := outbox.Load(context.Background()); err != nil {
-		mln.Close()
-		aln.Close()
-		return fmt.Errorf("read the outbox: %w", err)
-	}
-	vcfg := vacation.Config{
-		Hostname:          cfg.Vacation.Hostname,
-		EnvelopeFromUser:  cfg.Vacation.EnvelopeFromUser,
-		TrustedAuthservID: cfg.Vacation.TrustedAuthservID,
-		Credit:            credit,
-	}
-	if cfg.Vacation.DKIMKey != "" {
-		if vcfg.Signer, err = dkimsign.Load(cfg.Vacation.DKIMKey, cfg.Vacation.DKIMDomain, cfg.Vacation.DKIMSelector); err != nil {
-			mln.Close()
-			aln.Close()
-			return fmt.Errorf("vacation.dkim_key: %w", err)
-		}
-	}
-	responder := vacation.NewResponder(st, vcfg, logger, time.Now, outbox)
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	var lk lookups
-	if err := lk.load(context.Background(), st); err != nil {
-		mln.Close()
-		aln.Close()
-		return fmt.Errorf("load aliases and stamping preferences: %w", err)
-	}
 	mcfg := cfg.MilterConfig()
 	mcfg.Aliases, mcfg.OptIn = lk.Aliases, lk.OptIn
 	filter := milter.New(p, mcfg, logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
