@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
+	"net/textproto"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/mail"
+	gomilter "github.com/emersion/go-milter"
 
 	"github.com/replygate/replygate/internal/mtalab"
 	"github.com/replygate/replygate/vacation/store"
@@ -226,5 +229,93 @@ func TestVacationKilledBeforeSend(t *testing.T) {
 	}
 	if rs := repliesTo(sink.Messages(), "alice@remote.example"); len(rs) != 1 {
 		t.Errorf("%d replies to alice, want exactly 1", len(rs))
+	}
+}
+
+// arMilter is a border milter that runs before replygate, as OpenDMARC or
+// rspamd would: it adds an Authentication-Results field of authserv-id
+// mx.example.com at the top, with the result the test's sender asks for
+// in its X-Test-Auth field.
+type arMilter struct {
+	result string
+}
+
+func (m *arMilter) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) MailFrom(string, *gomilter.Modifier) (gomilter.Response, error) {
+	m.result = ""
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) RcptTo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
+	if strings.EqualFold(name, "X-Test-Auth") {
+		m.result = strings.TrimSpace(value)
+	}
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) Headers(textproto.MIMEHeader, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) BodyChunk([]byte, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+func (m *arMilter) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
+	if m.result != "" {
+		if err := mod.InsertHeader(0, "Authentication-Results", "mx.example.com; "+m.result); err != nil {
+			return nil, err
+		}
+	}
+	return gomilter.RespAccept, nil
+}
+func (m *arMilter) Abort(*gomilter.Modifier) error { return nil }
+
+// TestVacationSenderAuthThroughPostfix: with trusted_authserv_id set, a
+// border milter's Authentication-Results decides who is answered, and a
+// forged field with the same authserv-id below it changes nothing.
+func TestVacationSenderAuthThroughPostfix(t *testing.T) {
+	t.Parallel()
+	mtalab.NeedRoot(t)
+	mtalab.Need(t, "postfix", "saslpasswd2")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar := &gomilter.Server{NewMilter: func() gomilter.Milter { return &arMilter{} }, Actions: gomilter.OptAddHeader | gomilter.OptChangeHeader}
+	go ar.Serve(ln)
+	t.Cleanup(func() { ar.Close() })
+
+	sink := mtalab.NewSink(t)
+	rg := startReplygate(t, fmt.Sprintf(vacationConfig, sink.Addr())+`trusted_authserv_id = "mx.example.com"`+"\n")
+	cfg := contribPostfix(t, rg.Milter, sink.Addr())
+	// The border milter runs first, as OpenDMARC would be listed first.
+	cfg.Main = strings.Replace(cfg.Main, "smtpd_milters = inet:"+rg.Milter, "smtpd_milters = inet:"+ln.Addr().String()+", inet:"+rg.Milter, 1)
+	if !strings.Contains(cfg.Main, ln.Addr().String()) {
+		t.Fatalf("could not put the border milter before replygate in main.cf:\n%s", cfg.Main)
+	}
+	pf := mtalab.StartPostfix(t, cfg)
+	setVacation(t, rg, "bob@example.com", "--body", "Away.")
+	smtp := pf.Addr(mtalab.SMTPService)
+	send := func(from, id string, fields ...string) {
+		t.Helper()
+		mtalab.SendMail(t, smtp, "", "", from, []string{"bob@example.com"}, pfMessage(id, from, "bob@example.com", fields...))
+	}
+	send("alice@remote.example", "auth-pass", "X-Test-Auth: dkim=pass header.d=remote.example; spf=pass smtp.mailfrom=remote.example")
+	send("mallory@remote.example", "auth-fail", "X-Test-Auth: spf=fail smtp.mailfrom=remote.example; dkim=none; dmarc=fail",
+		"Authentication-Results: mx.example.com; dkim=pass header.d=remote.example") // forged, below the border's
+	send("heidi@remote.example", "auth-control", "X-Test-Auth: dmarc=pass header.from=remote.example")
+	all := sink.WaitFor(t, 20*time.Second, "the replies to alice and heidi", func(m []mtalab.Message) bool {
+		return len(repliesTo(m, "alice@remote.example")) > 0 && len(repliesTo(m, "heidi@remote.example")) > 0
+	})
+	if rs := repliesTo(all, "mallory@remote.example"); len(rs) != 0 {
+		t.Errorf("a reply went to mallory, whose only pass was a forged field")
+	}
+	if q := filter(rg.records(), "no reply to an unauthenticated sender"); len(q) != 1 {
+		t.Errorf("%d unauthenticated senders logged, want 1 (mallory)\n%s", len(q), rg.Log())
 	}
 }
