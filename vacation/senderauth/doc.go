@@ -9,13 +9,12 @@
 // to refuse replies to senders that did not authenticate, so that forged
 // spam does not turn into backscatter.
 //
-// Only the topmost trusted field is read (see Passed for why). A border
-// that writes one field with every result (rspamd, Gmail's mx.google.com,
-// authentication_milter) is read in full. Postfix with OpenDKIM and
-// OpenDMARC writes one field per milter, each inserted at the top, so the
-// field read is the last milter's: OpenDMARC's dmarc= result. A sender
-// whose domain publishes no DMARC record then gets dmarc=none and is
-// refused even when OpenDKIM's field below says dkim=pass.
+// Which fields are read: every trusted field above the first Received
+// field, which our own MTA's milters inserted after our MTA wrote its
+// Received (Postfix with OpenDKIM and OpenDMARC: one field each, and any
+// pass counts). When there is none there, because the checks ran on an
+// earlier host, only the topmost trusted field is read (see Passed for
+// why): a sender's forgeries sit below it.
 //
 // Whether the check is on is configuration, and left to the caller:
 // DESIGN says that with no authserv-id configured no field is trusted or

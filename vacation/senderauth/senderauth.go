@@ -44,6 +44,9 @@ func Passed(header []compose.Field, authservID string) (ok bool, why string) {
 	if authservID == "" {
 		return false, "no authserv-id configured"
 	}
+	if ok, why, found := aboveReceived(header, authservID); found {
+		return ok, why
+	}
 	for _, f := range header {
 		if !strings.EqualFold(strings.TrimSpace(f.Name), fieldName) {
 			continue
@@ -218,4 +221,59 @@ func clean(v string) (string, error) {
 		return b.String(), errQuote
 	}
 	return b.String(), nil
+}
+
+// aboveReceived reads every trusted field above the first Received field.
+// Our MTA writes its Received field before any milter runs, and milters
+// insert their Authentication-Results at the top, above it; whatever the
+// sender brought sits below. So on a host where the checks run in the
+// same MTA (Postfix with OpenDKIM and OpenDMARC, one field each), all
+// fields above the first Received are ours, and any one of them passing
+// is enough. found is false when no trusted field is there (the checks ran
+// on an earlier host), and Passed falls back to the topmost trusted field.
+func aboveReceived(header []compose.Field, authservID string) (ok bool, why string, found bool) {
+	received := false
+	for _, f := range header {
+		if strings.EqualFold(strings.TrimSpace(f.Name), "Received") {
+			received = true
+			break
+		}
+	}
+	if !received {
+		return false, "", false // no boundary to trust: the topmost rule applies
+	}
+	var whys []string
+	for _, f := range header {
+		name := strings.TrimSpace(f.Name)
+		if strings.EqualFold(name, "Received") {
+			break
+		}
+		if !strings.EqualFold(name, fieldName) {
+			continue
+		}
+		raw := f.Value
+		if len(raw) > maxFieldLen {
+			raw = raw[:maxFieldLen]
+		}
+		v, cleanErr := clean(unfold(raw))
+		if !strings.EqualFold(authservIDOf(v), authservID) {
+			continue
+		}
+		// One of ours that cannot be read refuses, as in Passed: a sender
+		// who garbles our field must not get to pick another.
+		if cleanErr != nil || len(f.Value) > maxFieldLen {
+			return false, "malformed Authentication-Results from " + authservID, true
+		}
+		id, results, err := authres.Parse(v)
+		if err != nil || !strings.EqualFold(id, authservID) {
+			return false, "malformed Authentication-Results from " + authservID, true
+		}
+		found = true
+		ok, why := decide(results)
+		if ok {
+			return true, why, true
+		}
+		whys = append(whys, why)
+	}
+	return false, strings.Join(whys, "; "), found
 }

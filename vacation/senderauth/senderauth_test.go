@@ -282,3 +282,32 @@ func FuzzPassed(f *testing.F) {
 		}
 	})
 }
+
+// TestAboveReceived: with one field per milter above our Received
+// (Postfix with OpenDKIM, then OpenDMARC), any pass counts; a forged pass
+// below our Received does not.
+func TestAboveReceived(t *testing.T) {
+	const id = "mx.example.com"
+	received := compose.Field{Name: "Received", Value: "from mail.remote.example by mx.example.com (Postfix) with ESMTP id 4AbC; Mon, 23 Nov 2026 10:00:00 +0000"}
+	dmarcNone := compose.Field{Name: "Authentication-Results", Value: id + "; dmarc=none (p=none dis=none) header.from=remote.example"}
+	dkimPass := compose.Field{Name: "Authentication-Results", Value: id + "; dkim=pass (2048-bit key) header.d=remote.example"}
+	dkimFail := compose.Field{Name: "Authentication-Results", Value: id + "; dkim=fail header.d=remote.example"}
+	forged := compose.Field{Name: "Authentication-Results", Value: id + "; dkim=pass header.d=remote.example"}
+	tests := []struct {
+		name   string
+		header []compose.Field
+		want   bool
+	}{
+		{"dmarc none over dkim pass, both ours", []compose.Field{dmarcNone, dkimPass, received}, true},
+		{"both ours fail", []compose.Field{dmarcNone, dkimFail, received}, false},
+		{"forged pass below our Received", []compose.Field{dmarcNone, dkimFail, received, forged}, false},
+		{"checks on an earlier host: topmost below our Received", []compose.Field{received, dkimPass, forged}, true},
+		{"checks on an earlier host, its field failed, forged pass below", []compose.Field{received, dkimFail, forged}, false},
+		{"ours garbled above Received", []compose.Field{{Name: "Authentication-Results", Value: id + "; dkim=pass (x"}, dkimPass, received}, false},
+	}
+	for _, tt := range tests {
+		if got, why := Passed(tt.header, id); got != tt.want {
+			t.Errorf("Passed(%s) = %v (%s), want %v", tt.name, got, why, tt.want)
+		}
+	}
+}
