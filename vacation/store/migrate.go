@@ -67,11 +67,24 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 // lock (pg_advisory_xact_lock) so that two instances starting at once do
 // not both migrate; in SQLite the write transaction is that lock.
 func migrate(ctx context.Context, db *sql.DB, ms []migration) (from, to int, err error) {
+	return migrateLocked(ctx, db, ms, "")
+}
+
+// migrateLocked is migrate that first runs lock, if not empty, in the
+// migration's transaction: PostgreSQL's pg_advisory_xact_lock, held
+// until commit or rollback, so that a second instance reads
+// schema_version only after the first has finished.
+func migrateLocked(ctx context.Context, db *sql.DB, ms []migration, lock string) (from, to int, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer tx.Rollback()
+	if lock != "" {
+		if _, err := tx.ExecContext(ctx, lock); err != nil {
+			return 0, 0, fmt.Errorf("lock for migrations: %w", err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 	version INTEGER NOT NULL PRIMARY KEY,
 	name    TEXT    NOT NULL
