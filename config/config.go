@@ -25,6 +25,10 @@ type Config struct {
 	// $STATE_DIRECTORY (systemd's StateDirectory=), else
 	// $XDG_STATE_HOME/replygate, else ~/.local/state/replygate.
 	StateDir string `toml:"state_dir"`
+	// Store names a PostgreSQL database ("postgres://user@host/db") shared
+	// by several replygate instances, one per MX; "" keeps the embedded
+	// SQLite file in StateDir.
+	Store string `toml:"store"`
 	// Relay is the SMTP server that vacation replies are handed to.
 	Relay string `toml:"relay"`
 	// ShutdownTimeout bounds the drain on SIGTERM.
@@ -187,6 +191,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("shutdown_timeout: must not be negative"))
+	}
+	if c.Store != "" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		errs = append(errs, fmt.Errorf("store: want \"\" (embedded SQLite) or a postgres:// URL"))
 	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("state_dir: %q must be an absolute path", c.StateDir))

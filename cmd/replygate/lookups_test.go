@@ -11,7 +11,7 @@ import (
 
 func TestLookups(t *testing.T) {
 	ctx := context.Background()
-	st, err := openStore(t.TempDir())
+	st, err := openStore("", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	// Everything that can fail is set up before the listeners open, so a
 	// failed start leaves no socket behind.
-	st, err := openStore(state)
+	st, err := openStore(cfg.Store, state)
 	if err != nil {
 		return err
 	}

@@ -19,23 +19,31 @@ import (
 // storeFile is the SQLite database in the state directory.
 const storeFile = "replygate.db"
 
-// openStore opens the store in the state directory (created if missing).
-func openStore(stateDir string) (*store.SQLite, error) {
+// openStore opens the configured store: PostgreSQL when dsn names one
+// (several MTAs sharing state), else SQLite in the state directory
+// (created if missing).
+func openStore(dsn, stateDir string) (store.Store, error) {
+	if dsn != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return store.OpenPostgres(ctx, dsn)
+	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	return store.OpenSQLite(filepath.Join(stateDir, storeFile))
 }
 
-// openDaemonStore opens the store a daemon made; it never creates one, so
-// a CLI pointed at the wrong directory says so instead of writing settings
-// that no daemon reads.
-func openDaemonStore(stateDir string) (*store.SQLite, error) {
-	path := filepath.Join(stateDir, storeFile)
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("no replygate state at %s (start `replygate serve` first, or pass --state DIR)", stateDir)
+// openDaemonStore opens the store a daemon uses; it never creates an
+// SQLite file, so a CLI pointed at the wrong directory says so instead of
+// writing settings that no daemon reads.
+func openDaemonStore(dsn, stateDir string) (store.Store, error) {
+	if dsn == "" {
+		if _, err := os.Stat(filepath.Join(stateDir, storeFile)); err != nil {
+			return nil, fmt.Errorf("no replygate state at %s (start `replygate serve` first, or pass --state DIR)", stateDir)
+		}
 	}
-	return store.OpenSQLite(path)
+	return openStore(dsn, stateDir)
 }
 
 // vacationJSON is a vacation as the CLI and the API show it.
@@ -129,7 +137,7 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := openDaemonStore(dir)
+	st, err := openDaemonStore(cfg.Store, dir)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ func TestVacationCLI(t *testing.T) {
 	if code := run([]string{"vacation", "list", "--state", state}, nil, &nout, &nerr); code != 1 || !strings.Contains(nerr.String(), "no replygate state") {
 		t.Errorf("vacation list without a daemon's store = %d %q, want 1 and 'no replygate state'", code, nerr.String())
 	}
-	st, err := openStore(state) // what `replygate serve` does at start
+	st, err := openStore("", state) // what `replygate serve` does at start
 	if err != nil {
 		t.Fatal(err)
 	}
