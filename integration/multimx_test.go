@@ -54,7 +54,9 @@ func TestTwoMXOneReply(t *testing.T) {
 	t.Parallel()
 	dsn := pgSchema(t)
 	sink := mtalab.NewSink(t)
-	config := fmt.Sprintf("store = %q\n", dsn) + fmt.Sprintf(vacationConfig, sink.Addr())
+	// The test is about exactly once, not about a slow store: give the
+	// burst of 40 sessions on a cold connection pool time to connect.
+	config := fmt.Sprintf("store = %q\n", dsn) + fmt.Sprintf(vacationConfig, sink.Addr()) + "offer_timeout = \"20s\"\n"
 	mxA := startReplygate(t, config)
 	mxB := startReplygate(t, config)
 	out, err := exec.Command(replygateBin, "vacation", "set", "bob@example.com", "--body", "Away.",
@@ -112,6 +114,11 @@ func TestTwoMXOneReply(t *testing.T) {
 	for err := range errc {
 		t.Fatal(err)
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("A:\n%s\nB:\n%s", mxA.Log(), mxB.Log())
+		}
+	}()
 	msgs := sink.WaitFor(t, 30*time.Second, fmt.Sprintf("%d replies", senders), func(m []mtalab.Message) bool {
 		return len(replies(m)) >= senders
 	})
