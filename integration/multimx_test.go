@@ -124,8 +124,14 @@ func TestTwoMXOneReply(t *testing.T) {
 	})
 	// Each message was reserved while its MX waited, so by now every reply
 	// that will ever be queued is: exactly one per sender across both.
-	queued := len(filter(mxA.records(), "reply queued")) + len(filter(mxB.records(), "reply queued"))
-	dups := len(filter(mxA.records(), "reply already sent this period")) + len(filter(mxB.records(), "reply already sent this period"))
+	// The log lines reach the test through a pipe: wait until both
+	// daemons have told about all 2×senders messages.
+	count := func(msg string) int { return len(filter(mxA.records(), msg)) + len(filter(mxB.records(), msg)) }
+	deadline := time.Now().Add(10 * time.Second)
+	for count("reply queued")+count("reply already sent this period") < 2*senders && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	queued, dups := count("reply queued"), count("reply already sent this period")
 	if queued != senders || dups != senders {
 		t.Errorf("queued %d and refused %d as duplicates across both MX, want %d and %d", queued, dups, senders, senders)
 	}

@@ -132,7 +132,11 @@ func serve(args []string, stderr io.Writer) error {
 	mcfg.Aliases, mcfg.OptIn = lk.Aliases, lk.OptIn
 	filter := milter.New(p, mcfg, logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
 		err := responder.Offer(ctx, toVacation(m))
-		if errors.Is(err, vacation.ErrOutboxFull) {
+		// A full outbox, or a store slower than offer_timeout: the milter
+		// answers with its fail action. With tempfail the MTA brings the
+		// message back and the reply is not lost; with accept (the
+		// default) the message flows on without a reply, counted.
+		if errors.Is(err, vacation.ErrOutboxFull) || errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%w: %w", milter.ErrOverload, err)
 		}
 		return err
