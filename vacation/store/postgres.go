@@ -244,41 +244,11 @@ func (s *Postgres) PutVacation(ctx context.Context, v Vacation) (Vacation, error
 // by the database's collation (en_US would put "a.b@" after "ab@").
 const pgVacationOrder = ` ORDER BY v.address COLLATE "C", a.pos`
 
-func (s *Postgres) queryVacations(ctx context.Context, query string, args ...any) ([]Vacation, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var vs []Vacation
-	for rows.Next() {
-		var (
-			v          Vacation
-			start, end sql.NullInt64
-			updated    int64
-			alias      sql.NullString
-		)
-		if err := rows.Scan(&v.Address, &v.Subject, &v.Body, &v.HTMLBody, &v.FromName,
-			&start, &end, &v.TimeZone, &v.IntervalDays, &v.Version, &updated, &alias); err != nil {
-			return nil, err
-		}
-		if n := len(vs); n == 0 || vs[n-1].Address != v.Address {
-			v.Start, v.End, v.Updated = fromNullMillis(start), fromNullMillis(end), fromMillis(updated)
-			vs = append(vs, v)
-		}
-		if alias.Valid {
-			last := &vs[len(vs)-1]
-			last.Aliases = append(last.Aliases, alias.String)
-		}
-	}
-	return vs, rows.Err()
-}
-
 func (s *Postgres) oneVacation(ctx context.Context, op, addr, query string) (Vacation, error) {
 	if !pgText(addr) {
 		return Vacation{}, ErrNotFound // nothing stored can match it
 	}
-	vs, err := s.queryVacations(ctx, query, Key(addr))
+	vs, err := queryVacations(ctx, s.db, query, Key(addr))
 	if err != nil {
 		return Vacation{}, fmt.Errorf("%s %s: %w", op, addr, err)
 	}
@@ -303,7 +273,7 @@ func (s *Postgres) FindVacation(ctx context.Context, rcpt string) (Vacation, err
 
 // ListVacations returns every vacation, by address.
 func (s *Postgres) ListVacations(ctx context.Context) ([]Vacation, error) {
-	vs, err := s.queryVacations(ctx, vacationSelect+pgVacationOrder)
+	vs, err := queryVacations(ctx, s.db, vacationSelect+pgVacationOrder)
 	if err != nil {
 		return nil, fmt.Errorf("list vacations: %w", err)
 	}
@@ -495,13 +465,7 @@ WHERE id = $1`, id, millis(next), lastErr)
 }
 
 // OutboxLen counts queued replies, leased or not.
-func (s *Postgres) OutboxLen(ctx context.Context) (int, error) {
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("outbox length: %w", err)
-	}
-	return n, nil
-}
+func (s *Postgres) OutboxLen(ctx context.Context) (int, error) { return outboxLen(ctx, s.db) }
 
 // SetStampAll records whether all mail from address is to be stamped.
 func (s *Postgres) SetStampAll(ctx context.Context, address string, on bool) error {
@@ -536,20 +500,7 @@ func (s *Postgres) StampAll(ctx context.Context, address string) (bool, error) {
 	return on, nil
 }
 
-// StampAllSenders implements Store.
+// StampAllSenders implements Store, in byte order as SQLite sorts.
 func (s *Postgres) StampAllSenders(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT address FROM stamp_prefs WHERE stamp_all ORDER BY address COLLATE "C"`)
-	if err != nil {
-		return nil, fmt.Errorf("stamp preferences: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, fmt.Errorf("stamp preferences: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return stampAllSenders(ctx, s.db, `ORDER BY address COLLATE "C"`)
 }

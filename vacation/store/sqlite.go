@@ -256,38 +256,8 @@ FROM vacations v LEFT JOIN aliases a ON a.address = v.address AND a.pos > 0`
 
 const vacationOrder = ` ORDER BY v.address, a.pos`
 
-func (s *SQLite) queryVacations(ctx context.Context, query string, args ...any) ([]Vacation, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var vs []Vacation
-	for rows.Next() {
-		var (
-			v          Vacation
-			start, end sql.NullInt64
-			updated    int64
-			alias      sql.NullString
-		)
-		if err := rows.Scan(&v.Address, &v.Subject, &v.Body, &v.HTMLBody, &v.FromName,
-			&start, &end, &v.TimeZone, &v.IntervalDays, &v.Version, &updated, &alias); err != nil {
-			return nil, err
-		}
-		if n := len(vs); n == 0 || vs[n-1].Address != v.Address {
-			v.Start, v.End, v.Updated = fromNullMillis(start), fromNullMillis(end), fromMillis(updated)
-			vs = append(vs, v)
-		}
-		if alias.Valid {
-			last := &vs[len(vs)-1]
-			last.Aliases = append(last.Aliases, alias.String)
-		}
-	}
-	return vs, rows.Err()
-}
-
 func (s *SQLite) oneVacation(ctx context.Context, op, addr, query string) (Vacation, error) {
-	vs, err := s.queryVacations(ctx, query, Key(addr))
+	vs, err := queryVacations(ctx, s.db, query, Key(addr))
 	if err != nil {
 		return Vacation{}, fmt.Errorf("%s %s: %w", op, addr, err)
 	}
@@ -313,7 +283,7 @@ func (s *SQLite) FindVacation(ctx context.Context, rcpt string) (Vacation, error
 
 // ListVacations returns every vacation, by address.
 func (s *SQLite) ListVacations(ctx context.Context) ([]Vacation, error) {
-	vs, err := s.queryVacations(ctx, vacationSelect+vacationOrder)
+	vs, err := queryVacations(ctx, s.db, vacationSelect+vacationOrder)
 	if err != nil {
 		return nil, fmt.Errorf("list vacations: %w", err)
 	}
@@ -529,13 +499,7 @@ WHERE id = $1`, id, millis(next), lastErr)
 }
 
 // OutboxLen counts queued replies, leased or not.
-func (s *SQLite) OutboxLen(ctx context.Context) (int, error) {
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("outbox length: %w", err)
-	}
-	return n, nil
-}
+func (s *SQLite) OutboxLen(ctx context.Context) (int, error) { return outboxLen(ctx, s.db) }
 
 // SetStampAll records whether all mail from address is to be stamped.
 func (s *SQLite) SetStampAll(ctx context.Context, address string, on bool) error {
@@ -569,18 +533,5 @@ func (s *SQLite) StampAll(ctx context.Context, address string) (bool, error) {
 
 // StampAllSenders implements Store.
 func (s *SQLite) StampAllSenders(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT address FROM stamp_prefs WHERE stamp_all ORDER BY address`)
-	if err != nil {
-		return nil, fmt.Errorf("stamp preferences: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, fmt.Errorf("stamp preferences: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return stampAllSenders(ctx, s.db, `ORDER BY address`)
 }

@@ -1,0 +1,70 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// The reads below are the same SQL on SQLite and PostgreSQL (both through
+// database/sql), so both stores share them.
+
+// queryVacations runs a vacationSelect query: one row per alias, ordered
+// by address, folded into one Vacation each.
+func queryVacations(ctx context.Context, db *sql.DB, query string, args ...any) ([]Vacation, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var vs []Vacation
+	for rows.Next() {
+		var (
+			v          Vacation
+			start, end sql.NullInt64
+			updated    int64
+			alias      sql.NullString
+		)
+		if err := rows.Scan(&v.Address, &v.Subject, &v.Body, &v.HTMLBody, &v.FromName,
+			&start, &end, &v.TimeZone, &v.IntervalDays, &v.Version, &updated, &alias); err != nil {
+			return nil, err
+		}
+		if n := len(vs); n == 0 || vs[n-1].Address != v.Address {
+			v.Start, v.End, v.Updated = fromNullMillis(start), fromNullMillis(end), fromMillis(updated)
+			vs = append(vs, v)
+		}
+		if alias.Valid {
+			last := &vs[len(vs)-1]
+			last.Aliases = append(last.Aliases, alias.String)
+		}
+	}
+	return vs, rows.Err()
+}
+
+// outboxLen counts queued replies, leased or not.
+func outboxLen(ctx context.Context, db *sql.DB) (int, error) {
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("outbox length: %w", err)
+	}
+	return n, nil
+}
+
+// stampAllSenders lists the addresses whose mail is all stamped, in the
+// order given.
+func stampAllSenders(ctx context.Context, db *sql.DB, order string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT address FROM stamp_prefs WHERE stamp_all `+order)
+	if err != nil {
+		return nil, fmt.Errorf("stamp preferences: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, fmt.Errorf("stamp preferences: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
