@@ -55,43 +55,19 @@ func TestVacationStorm(t *testing.T) {
 	addr := pf.Addr(mtalab.SMTPService)
 
 	start := time.Now()
-	var next, tempfails atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, conc)
-	for w := 0; w < conc; w++ {
+	tempfails := sendStorm(t, n, conc, func() func(i int) (bool, error) {
 		c := mtalab.Dial(t, addr) // here: Dial may fail the test, which only this goroutine may do
-		wg.Go(func() {
-			defer c.Quit()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				from := fmt.Sprintf("sender%d@remote.example", i)
-				msg := pfMessage(fmt.Sprintf("storm-%d", i), from, "bob@example.com")
-				giveUp := time.Now().Add(2 * time.Minute) // a sending MTA keeps trying for days
-				for {
-					_, err := c.Send(from, []string{"bob@example.com"}, msg)
-					var se *smtp.SMTPError
-					if err == nil {
-						break
-					}
-					if !errors.As(err, &se) || se.Code/100 != 4 || time.Now().After(giveUp) {
-						errc <- fmt.Errorf("%s: %w", from, err)
-						return
-					}
-					tempfails.Add(1)
-					time.Sleep(50 * time.Millisecond) // the sending MTA's retry, shortened
-				}
+		return func(i int) (bool, error) {
+			from := fmt.Sprintf("sender%d@remote.example", i)
+			_, err := c.Send(from, []string{"bob@example.com"}, pfMessage(fmt.Sprintf("storm-%d", i), from, "bob@example.com"))
+			var se *smtp.SMTPError
+			if errors.As(err, &se) && se.Code/100 == 4 {
+				return true, nil
 			}
-		})
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
-	checkStorm(t, "storm through Postfix", rg, sink, n, maxOutbox, start, tempfails.Load())
+			return false, err
+		}
+	})
+	checkStorm(t, "storm through Postfix", rg, sink, n, maxOutbox, start, tempfails)
 }
 
 // vmHWM reads a process's peak resident set size in KiB.
@@ -169,42 +145,21 @@ func TestVacationStormMilter(t *testing.T) {
 	}
 
 	start := time.Now()
-	var next, tempfails atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, conc)
-	for w := 0; w < conc; w++ {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				giveUp := time.Now().Add(2 * time.Minute) // a sending MTA keeps trying for days
-				for {
-					act, err := one(i)
-					if err != nil {
-						errc <- err
-						return
-					}
-					if act == gomilter.ActAccept {
-						break
-					}
-					if act != gomilter.ActTempFail || time.Now().After(giveUp) {
-						errc <- fmt.Errorf("message %d: action %c", i, act)
-						return
-					}
-					tempfails.Add(1)
-					time.Sleep(50 * time.Millisecond) // the sending MTA's retry, shortened
-				}
+	tempfails := sendStorm(t, n, conc, func() func(i int) (bool, error) {
+		return func(i int) (bool, error) {
+			act, err := one(i)
+			switch {
+			case err != nil:
+				return false, err
+			case act == gomilter.ActTempFail:
+				return true, nil
+			case act != gomilter.ActAccept:
+				return false, fmt.Errorf("message %d: action %c", i, act)
 			}
-		})
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
-	checkStorm(t, "storm over milter sessions", rg, sink, n, maxOutbox, start, tempfails.Load())
+			return false, nil
+		}
+	})
+	checkStorm(t, "storm over milter sessions", rg, sink, n, maxOutbox, start, tempfails)
 }
 
 // checkStorm waits for the n replies of a storm that began at start, and
@@ -242,4 +197,45 @@ func checkStorm(t *testing.T, what string, rg *daemon, sink *mtalab.Sink, n, max
 	if n >= 1000 && rss > 200<<10 {
 		t.Errorf("replygate peak RSS %d KiB, want under 200 MiB", rss)
 	}
+}
+
+// sendStorm sends messages 0..n-1 from conc workers, each with a sender
+// made by newSender (in the test goroutine). A sender reports tempfail for
+// a 4xx, and the message is retried as a sending MTA would, for up to two
+// minutes. It returns the number of tempfails.
+func sendStorm(t *testing.T, n, conc int, newSender func() func(i int) (tempfail bool, err error)) int64 {
+	t.Helper()
+	var next, tempfails atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		send := newSender()
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				giveUp := time.Now().Add(2 * time.Minute) // a sending MTA keeps trying for days
+				for {
+					tempfail, err := send(i)
+					if err != nil || tempfail && time.Now().After(giveUp) {
+						errc <- fmt.Errorf("message %d: tempfail %v, %v", i, tempfail, err)
+						return
+					}
+					if !tempfail {
+						break
+					}
+					tempfails.Add(1)
+					time.Sleep(50 * time.Millisecond) // the sending MTA's retry, shortened
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	return tempfails.Load()
 }
