@@ -1,6 +1,8 @@
 // Package mtalab runs real mail programs for tests: a private Postfix
 // instance started from a scratch directory, and an in-process SMTP sink
-// that records what Postfix relays to it and fails on demand.
+// that records what Postfix relays to it and fails on demand. It also
+// runs private PostgreSQL clusters (StartPostgres) for tests that stop
+// and start the database under replygate.
 //
 // The Postfix instance is built the way the lab in
 // ../shared/recipes/postfix.md is: its own main.cf and master.cf, queue and
