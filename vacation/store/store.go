@@ -93,5 +93,12 @@ type Store interface {
 	// be stamped, for the gate's in-memory opt-in set.
 	StampAllSenders(ctx context.Context) ([]string, error)
 
+	// API tokens (see Token): stored hashed, revocable, shared by every
+	// instance that shares the store.
+	CreateToken(ctx context.Context, t Token) error
+	GetToken(ctx context.Context, id string) (Token, error)
+	ListTokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id string) error
+
 	Close() error
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Open) {
 		{"Claim", testClaim},
 		{"RetryDone", testRetryDone},
 		{"Stamping", testStamping},
+		{"Tokens", testTokens},
 		{"Reopen", testReopen},
 	}
 	for _, tt := range tests {
@@ -833,5 +834,49 @@ func testReopen(t *testing.T, open Open) {
 	got := claim(t, s, t0, time.Minute, 10)
 	if len(got) != 1 || string(got[0].Message) != string(msg.Message) {
 		t.Errorf("Claim() after reopen = %+v, want the one queued reply", got)
+	}
+}
+
+func testTokens(t *testing.T, open Open) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openClosed(t, open, dir)
+	if _, err := s.GetToken(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetToken(unknown) = %v, want ErrNotFound", err)
+	}
+	user := store.Token{ID: "u1", Name: "bugtracker", Hash: "aa", Addresses: []string{"Bob@Example.COM", "carol@example.com"}, Created: t0}
+	admin := store.Token{ID: "a1", Name: "ops", Hash: "bb", Admin: true, Created: t0.Add(time.Second)}
+	for _, tok := range []store.Token{user, admin} {
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatalf("CreateToken(%s) = %v", tok.ID, err)
+		}
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "u1", Name: "again", Hash: "cc", Created: t0}); err == nil {
+		t.Errorf("CreateToken(duplicate id) = nil, want an error")
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "x", Name: "evil\r\nX: y", Hash: "dd", Created: t0}); err == nil {
+		t.Errorf("CreateToken(CR LF in name) = nil, want an error")
+	}
+	// A second handle (another instance) sees the same tokens.
+	s2 := openClosed(t, open, dir)
+	got, err := s2.GetToken(ctx, "u1")
+	if err != nil {
+		t.Fatalf("GetToken(u1) = %v", err)
+	}
+	if got.Hash != "aa" || got.Admin || !slices.Equal(got.Addresses, []string{"bob@example.com", "carol@example.com"}) || !got.Created.Equal(t0) {
+		t.Errorf("GetToken(u1) = %+v", got)
+	}
+	list, err := s2.ListTokens(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != "u1" || list[1].ID != "a1" || !list[1].Admin || list[1].Addresses != nil {
+		t.Errorf("ListTokens() = %+v, %v", list, err)
+	}
+	if err := s2.DeleteToken(ctx, "u1"); err != nil {
+		t.Fatalf("DeleteToken(u1) = %v", err)
+	}
+	if err := s.DeleteToken(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteToken(u1 again) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetToken(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetToken(revoked) = %v, want ErrNotFound", err)
 	}
 }
