@@ -26,6 +26,10 @@ Usage:
   replygate vacation clear ADDRESS
   replygate vacation list [--json]
                     (all: [--state DIR] [--config FILE]; TIME is 2026-12-24 or RFC 3339)
+  replygate ca init
+  replygate ca issue ADDRESS [--admin] [--out DIR]
+  replygate ca serve-cert HOST... [--out DIR]
+              (all: [--dir DIR] [--days N] [--force] [--state DIR] [--config FILE])
   replygate version
 
 Run "replygate COMMAND -h" for a command's flags.
@@ -51,6 +55,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = check(args[1:], stdin, stdout, stderr)
 	case "vacation":
 		err = vacationCmd(args[1:], stdout)
+	case "ca":
+		err = caCmd(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "replygate", version)
 	case "help", "-h", "--help":
