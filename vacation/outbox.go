@@ -18,10 +18,15 @@ import (
 type OutboxConfig struct {
 	Relay    string        // host:port of the SMTP relay
 	Helo     string        // name in EHLO; default "localhost"
-	Sessions int           // relay sessions at once; default 2
-	Lease    time.Duration // how long a claimed reply is ours; default 2×Timeout+10s
-	Poll     time.Duration // how often to look for due retries; default 5s
-	Timeout  time.Duration // one SMTP exchange; default 60s
+	Sessions int // relay sessions at once; default 2
+	// Lease is how long a claimed reply is ours: another process sharing
+	// the store takes it over when the lease ends, so it is also how long
+	// the replies of a process that died wait. Default 2×Timeout+10s.
+	Lease time.Duration
+	Poll  time.Duration // how often to look for due retries; default 5s
+	// Timeout bounds one SMTP exchange; default 60s, and never more than
+	// half the Lease, so that a send ends well inside its lease.
+	Timeout time.Duration
 	MaxTries int           // attempts before a reply is dropped; default 30
 	// Credit, when set, gets back the credit of every reply that is done.
 	Credit *Credit
@@ -46,6 +51,9 @@ func (c OutboxConfig) withDefaults() OutboxConfig {
 		// a reply claimed by a process that died goes out soon after.
 		c.Lease = 2*c.Timeout + 10*time.Second
 	}
+	// A send that outlived its lease could be sent again by another
+	// process meanwhile: the lease bounds the send, not the other way.
+	c.Timeout = min(c.Timeout, c.Lease/2)
 	if c.Poll <= 0 {
 		c.Poll = 5 * time.Second
 	}
@@ -71,6 +79,7 @@ type Outbox struct {
 	// loaded at Open, raised by Queued, lowered when one is done. With
 	// several processes sharing a store each bounds what it adds.
 	queued atomic.Int64
+	loaded atomic.Bool // Load succeeded; Run retries it until then
 
 	Sent, Retried, Dropped atomic.Uint64
 }
@@ -81,13 +90,28 @@ func NewOutbox(s store.Store, cfg OutboxConfig, log *slog.Logger, now func() tim
 }
 
 // Load reads how many replies are already queued (after a restart).
+// When the store cannot say (PostgreSQL is down), Run asks again until
+// it can.
 func (o *Outbox) Load(ctx context.Context) error {
 	n, err := o.store.OutboxLen(ctx)
 	if err != nil {
 		return err
 	}
 	o.queued.Store(int64(n))
+	o.loaded.Store(true)
 	return nil
+}
+
+// storeTimeout bounds each store call of the worker, so that a database
+// that stopped answering (not refusing: a network cut, a frozen server)
+// holds up neither the worker nor a shutdown for long.
+const storeTimeout = 15 * time.Second
+
+// storeCtx is a context for one store call: ctx's values, not its
+// cancellation (an outcome must be recorded even during shutdown), and
+// storeTimeout.
+func storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 }
 
 // HasRoom reports whether the outbox takes another reply.
@@ -114,14 +138,24 @@ func (o *Outbox) Run(ctx context.Context) {
 	defer wg.Wait()
 	slots := make(chan struct{}, o.cfg.Sessions)
 	nextPrune := o.now()
+	claimFailing := false
 	for {
+		if !o.loaded.Load() {
+			sctx, cancel := storeCtx(ctx)
+			o.Load(sctx)
+			cancel()
+		}
 		if now := o.now(); !now.Before(nextPrune) {
-			if n, err := o.store.PruneReplyLog(context.WithoutCancel(ctx), now); err != nil {
+			sctx, cancel := storeCtx(ctx)
+			n, err := o.store.PruneReplyLog(sctx, now)
+			cancel()
+			nextPrune = now.Add(time.Hour)
+			if err != nil {
 				o.log.Warn("pruning the reply log failed", "err", err)
+				nextPrune = now.Add(time.Minute)
 			} else if n > 0 {
 				o.log.Info("reply log pruned", "periods", n)
 			}
-			nextPrune = now.Add(time.Hour)
 		}
 		// Claim no more than there are free sessions: the rest stays
 		// unleased for another process, and the relay never has more
@@ -129,10 +163,20 @@ func (o *Outbox) Run(ctx context.Context) {
 		free := o.cfg.Sessions - len(slots)
 		var due []store.Reply
 		if free > 0 {
+			sctx, cancel := storeCtx(ctx)
 			var err error
-			due, err = o.store.Claim(context.WithoutCancel(ctx), o.now(), o.cfg.Lease, free)
-			if err != nil {
-				o.log.Warn("outbox claim failed", "err", err)
+			due, err = o.store.Claim(sctx, o.now(), o.cfg.Lease, free)
+			cancel()
+			switch {
+			case err != nil && !claimFailing:
+				// Once per outage, not once per poll.
+				o.log.Warn("outbox claim failed; replies wait, and claims are retried every poll", "err", err, "poll", o.cfg.Poll.String())
+				claimFailing = true
+			case err != nil:
+				o.log.Debug("outbox claim failed", "err", err)
+			case claimFailing:
+				o.log.Info("outbox claims work again")
+				claimFailing = false
 			}
 		}
 		for _, r := range due {
@@ -140,7 +184,7 @@ func (o *Outbox) Run(ctx context.Context) {
 			wg.Go(func() {
 				defer o.Wake() // a free session: look for more
 				defer func() { <-slots }()
-				o.deliver(r)
+				o.deliver(ctx, r, o.now().Add(o.cfg.Lease))
 			})
 		}
 		if len(due) == free && free > 0 {
@@ -155,36 +199,71 @@ func (o *Outbox) Run(ctx context.Context) {
 	}
 }
 
-// deliver sends one reply and records the outcome. A 5xx answer is
-// permanent: the reply is dropped and logged. Anything else (4xx, a
-// timeout, a refused connection) is retried with back-off.
-func (o *Outbox) deliver(r store.Reply) {
-	ctx := context.Background() // the outcome must be recorded even during shutdown
+// deliver sends one reply, claimed until leaseEnd, and records the
+// outcome. A 5xx answer is permanent: the reply is dropped and logged.
+// Anything else (4xx, a timeout, a refused connection) is retried with
+// back-off.
+func (o *Outbox) deliver(ctx context.Context, r store.Reply, leaseEnd time.Time) {
 	log := o.log.With("user", r.User, "rcpt", r.Rcpt, "outbox_id", r.ID)
 	err := o.send(r)
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
 		defer o.finished(r)
-		if err := o.store.Done(ctx, r.ID); err != nil {
-			log.Error("reply sent but not marked done; it may be sent again after its lease", "err", err)
-		}
+		o.done(ctx, r, leaseEnd, log)
 		o.Sent.Add(1)
 		log.Info("reply sent", "attempts", r.Attempts+1)
 	case errors.As(err, &se) && se.Code/100 == 5, r.Attempts+1 >= o.cfg.MaxTries:
 		defer o.finished(r)
-		if err := o.store.Done(ctx, r.ID); err != nil {
-			log.Error("dropping reply", "err", err)
-		}
+		o.done(ctx, r, leaseEnd, log)
 		o.Dropped.Add(1)
 		log.Warn("reply dropped", "err", err, "attempts", r.Attempts+1)
 	default:
 		next := o.now().Add(backoff(r.Attempts))
-		if err := o.store.Retry(ctx, r.ID, next, err.Error()); err != nil {
-			log.Error("reply not rescheduled; retried after its lease", "err", err)
+		sctx, cancel := storeCtx(ctx)
+		rerr := o.store.Retry(sctx, r.ID, r.Claim, next, err.Error())
+		cancel()
+		switch {
+		case errors.Is(rerr, store.ErrLeaseLost):
+			log.Warn("reply not rescheduled: its lease ran out and another claimer holds it", "err", err)
+		case rerr != nil:
+			log.Error("reply not rescheduled; retried when its lease ends", "err", rerr)
 		}
 		o.Retried.Add(1)
 		log.Info("reply deferred", "err", err, "next_try", next)
+	}
+}
+
+// done removes a reply that left for good (sent or dropped). If the
+// store fails (PostgreSQL is down), done keeps trying until the lease
+// ends, or until shutdown: while the lease holds nobody else may claim
+// the reply, and a late Done still wins if nobody has. Given up, the
+// reply goes out again once its lease has ended: sent twice, never lost.
+func (o *Outbox) done(ctx context.Context, r store.Reply, leaseEnd time.Time, log *slog.Logger) {
+	wait := 250 * time.Millisecond
+	for {
+		sctx, cancel := storeCtx(ctx)
+		err := o.store.Done(sctx, r.ID, r.Claim)
+		cancel()
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, store.ErrLeaseLost), errors.Is(err, store.ErrNotFound):
+			// Our lease ran out and another claimer took the reply (or
+			// already finished it): it may go out twice.
+			log.Error("reply finished after its lease ran out; another claimer took it and may send it again", "err", err)
+			return
+		}
+		if !o.now().Add(wait).Before(leaseEnd) || ctx.Err() != nil {
+			log.Error("reply not marked done; it is sent again after its lease", "err", err)
+			return
+		}
+		log.Warn("marking a reply done failed; trying again", "err", err, "in", wait.String())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 

@@ -260,3 +260,78 @@ func TestSenderAuthAndDKIM(t *testing.T) {
 		t.Errorf("queued reply to %s starts %q, want alice and a DKIM-Signature", got[0].Rcpt, got[0].Message[:min(40, len(got[0].Message))])
 	}
 }
+
+// flakyDone is a store whose Done fails, as when PostgreSQL is down,
+// until fails runs out.
+type flakyDone struct {
+	store.Store
+	mu    sync.Mutex
+	fails int
+	calls int
+}
+
+func (f *flakyDone) Done(ctx context.Context, id, claim int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.fails > 0 {
+		f.fails--
+		return errors.New("connection refused")
+	}
+	return f.Store.Done(ctx, id, claim)
+}
+
+// TestOutboxDoneOutage: the store fails just after a reply was sent.
+// The outbox keeps trying to mark it done while its lease holds, so the
+// reply is neither left queued nor sent again.
+func TestOutboxDoneOutage(t *testing.T) {
+	ctx := context.Background()
+	st := &flakyDone{Store: openStore(t), fails: 2}
+	sink := mtalab.NewSink(t)
+	clk := &clock{now: time.Now()}
+	o := NewOutbox(st, OutboxConfig{Relay: sink.Addr(), Poll: 20 * time.Millisecond}, quiet, clk.Now)
+	ok, err := st.ReserveAndEnqueue(ctx, store.Reservation{User: "bob@example.com", Sender: "alice@example.org", Version: 1, Interval: time.Hour, Now: clk.Now()},
+		store.Reply{Message: []byte("Subject: away\r\n\r\nAway.\r\n")})
+	if err != nil || !ok {
+		t.Fatalf("queue: %v %v", ok, err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { o.Run(runCtx); close(done) }()
+	sink.WaitN(t, 1, 5*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := st.OutboxLen(ctx); n != 0; n, _ = st.OutboxLen(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sent reply is still queued after 10s (%d Done calls)", st.calls)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	st.mu.Lock()
+	calls := st.calls
+	st.mu.Unlock()
+	if calls != 3 || o.Sent.Load() != 1 || len(sink.Messages()) != 1 {
+		t.Errorf("Done called %d times, %d sent, %d at the sink; want 3, 1, 1", calls, o.Sent.Load(), len(sink.Messages()))
+	}
+}
+
+// TestOutboxLease: a send never outlives its lease.
+func TestOutboxLease(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		in             OutboxConfig
+		lease, timeout time.Duration
+	}{
+		{"defaults", OutboxConfig{}, 130 * time.Second, time.Minute},
+		{"short lease", OutboxConfig{Lease: 4 * time.Second}, 4 * time.Second, 2 * time.Second},
+		{"long lease", OutboxConfig{Lease: time.Hour}, time.Hour, time.Minute},
+		{"timeout sets the lease", OutboxConfig{Timeout: 10 * time.Second}, 30 * time.Second, 10 * time.Second},
+		{"lease caps the timeout", OutboxConfig{Lease: 10 * time.Second, Timeout: time.Minute}, 10 * time.Second, 5 * time.Second},
+	} {
+		got := tt.in.withDefaults()
+		if got.Lease != tt.lease || got.Timeout != tt.timeout {
+			t.Errorf("%s: withDefaults() = lease %v, timeout %v; want %v, %v", tt.name, got.Lease, got.Timeout, tt.lease, tt.timeout)
+		}
+	}
+}

@@ -373,7 +373,7 @@ func (s *Postgres) PruneReplyLog(ctx context.Context, now time.Time) (int64, err
 // the rows another is leasing instead of waiting for them, and one that
 // met a row just leased re-checks the lease on the committed row, so no
 // reply is leased twice.
-const pgClaimSQL = `UPDATE outbox SET lease_until_ms = $1
+const pgClaimSQL = `UPDATE outbox SET lease_until_ms = $1, claim = claim + 1
 WHERE id IN (
 	SELECT id FROM outbox
 	WHERE next_try_ms <= $2 AND lease_until_ms <= $2
@@ -381,7 +381,7 @@ WHERE id IN (
 	LIMIT $3
 	FOR UPDATE SKIP LOCKED
 )
-RETURNING id, user_addr, mail_from, rcpt, message, attempts, next_try_ms, last_error, created_ms`
+RETURNING id, user_addr, mail_from, rcpt, message, attempts, next_try_ms, last_error, created_ms, claim`
 
 // Claim implements Store; the replies come oldest due first.
 func (s *Postgres) Claim(ctx context.Context, now time.Time, lease time.Duration, max int) ([]Reply, error) {
@@ -418,7 +418,7 @@ func (s *Postgres) claim(ctx context.Context, now time.Time, lease time.Duration
 			nextTry, created int64
 		)
 		if err := rows.Scan(&r.ID, &r.User, &r.MailFrom, &r.Rcpt, &r.Message, &r.Attempts,
-			&nextTry, &r.LastError, &created); err != nil {
+			&nextTry, &r.LastError, &created, &r.Claim); err != nil {
 			return nil, err
 		}
 		r.NextTry, r.Created = fromMillis(nextTry), fromMillis(created)
@@ -427,38 +427,27 @@ func (s *Postgres) claim(ctx context.Context, now time.Time, lease time.Duration
 	return out, rows.Err()
 }
 
-// execOne runs one statement that must touch one row: none is ErrNotFound.
-func (s *Postgres) execOne(ctx context.Context, query string, args ...any) error {
-	res, err := s.db.ExecContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
-	return err
-}
-
-// Done removes reply id; ErrNotFound when it is not queued.
-func (s *Postgres) Done(ctx context.Context, id int64) error {
-	err := s.execOne(ctx, `DELETE FROM outbox WHERE id = $1`, id)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+// Done removes reply id if claim is its newest claim; ErrNotFound when
+// it is not queued, ErrLeaseLost when it was claimed again. The claim
+// check and the delete are one statement: a claimer that took the row
+// meanwhile has raised its claim, and the row is left to it.
+func (s *Postgres) Done(ctx context.Context, id, claim int64) error {
+	err := finishClaim(ctx, s.db, doneSQL, id, claim)
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("done reply %d: %w", id, err)
 	}
 	return err
 }
 
 // Retry counts an attempt of reply id, records lastErr, ends its lease
-// and makes it due at next; ErrNotFound when it is not queued. lastErr
+// and makes it due at next, if claim is its newest claim; ErrNotFound
+// when it is not queued, ErrLeaseLost when it was claimed again. lastErr
 // often quotes a remote server, so what PostgreSQL cannot store is
 // replaced rather than refused: the retry matters more than the text.
-func (s *Postgres) Retry(ctx context.Context, id int64, next time.Time, lastErr string) error {
+func (s *Postgres) Retry(ctx context.Context, id, claim int64, next time.Time, lastErr string) error {
 	lastErr = strings.ReplaceAll(strings.ToValidUTF8(lastErr, "\uFFFD"), "\x00", "\uFFFD")
-	err := s.execOne(ctx, `UPDATE outbox
-SET attempts = attempts + 1, next_try_ms = $2, last_error = $3, lease_until_ms = 0
-WHERE id = $1`, id, millis(next), lastErr)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	err := finishClaim(ctx, s.db, retrySQL, id, claim, millis(next), lastErr)
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("retry reply %d: %w", id, err)
 	}
 	return err

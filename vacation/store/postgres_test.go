@@ -236,7 +236,7 @@ func TestPostgresText(t *testing.T) {
 	if err != nil || len(rs) != 1 {
 		t.Fatalf("Claim() = %v, %v", rs, err)
 	}
-	if err := s.Retry(ctx, rs[0].ID, now, "451 \xff\x00 later"); err != nil {
+	if err := s.Retry(ctx, rs[0].ID, rs[0].Claim, now, "451 \xff\x00 later"); err != nil {
 		t.Errorf("Retry(invalid UTF-8 in the error) = %v, want it stored", err)
 	}
 }

@@ -408,16 +408,26 @@ func (s *SQLite) PruneReplyLog(ctx context.Context, now time.Time) (int64, error
 	return n, nil
 }
 
-// claimSQL leases in one statement. PostgreSQL adds FOR UPDATE SKIP
-// LOCKED to the subquery so that claimers pass each other.
-const claimSQL = `UPDATE outbox SET lease_until_ms = $1
+// claimSQL leases in one statement and numbers the claim. PostgreSQL
+// adds FOR UPDATE SKIP LOCKED to the subquery so that claimers pass each
+// other.
+const claimSQL = `UPDATE outbox SET lease_until_ms = $1, claim = claim + 1
 WHERE id IN (
 	SELECT id FROM outbox
 	WHERE next_try_ms <= $2 AND lease_until_ms <= $2
 	ORDER BY next_try_ms, id
 	LIMIT $3
 )
-RETURNING id, user_addr, mail_from, rcpt, message, attempts, next_try_ms, last_error, created_ms`
+RETURNING id, user_addr, mail_from, rcpt, message, attempts, next_try_ms, last_error, created_ms, claim`
+
+// doneSQL and retrySQL finish one claim of a reply: they touch the row
+// only while claim $2 is its newest.
+const (
+	doneSQL  = `DELETE FROM outbox WHERE id = $1 AND claim = $2`
+	retrySQL = `UPDATE outbox
+SET attempts = attempts + 1, next_try_ms = $3, last_error = $4, lease_until_ms = 0
+WHERE id = $1 AND claim = $2`
+)
 
 // Claim implements Store; the replies come oldest due first.
 func (s *SQLite) Claim(ctx context.Context, now time.Time, lease time.Duration, max int) ([]Reply, error) {
@@ -441,7 +451,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, lease time.Duration, 
 				nextTry, created int64
 			)
 			if err := rows.Scan(&r.ID, &r.User, &r.MailFrom, &r.Rcpt, &r.Message, &r.Attempts,
-				&nextTry, &r.LastError, &created); err != nil {
+				&nextTry, &r.LastError, &created, &r.Claim); err != nil {
 				return err
 			}
 			r.NextTry, r.Created = fromMillis(nextTry), fromMillis(created)
@@ -461,38 +471,24 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, lease time.Duration, 
 	return out, nil
 }
 
-// execOne runs one statement that must touch one row: none is ErrNotFound.
-func (s *SQLite) execOne(ctx context.Context, query string, args ...any) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err == nil && n == 0 {
-			err = ErrNotFound
-		}
-		return err
-	})
-}
-
-// Done removes reply id; ErrNotFound when it is not queued (another
-// claimer whose lease had expired may have finished it).
-func (s *SQLite) Done(ctx context.Context, id int64) error {
-	err := s.execOne(ctx, `DELETE FROM outbox WHERE id = $1`, id)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+// Done removes reply id if claim is its newest claim; ErrNotFound when
+// it is not queued, ErrLeaseLost when it was claimed again.
+func (s *SQLite) Done(ctx context.Context, id, claim int64) error {
+	err := s.write(ctx, func(tx *sql.Tx) error { return finishClaim(ctx, tx, doneSQL, id, claim) })
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("done reply %d: %w", id, err)
 	}
 	return err
 }
 
 // Retry counts an attempt of reply id, records lastErr, ends its lease
-// and makes it due at next; ErrNotFound when it is not queued.
-func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, lastErr string) error {
-	err := s.execOne(ctx, `UPDATE outbox
-SET attempts = attempts + 1, next_try_ms = $2, last_error = $3, lease_until_ms = 0
-WHERE id = $1`, id, millis(next), lastErr)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+// and makes it due at next, if claim is its newest claim; ErrNotFound
+// when it is not queued, ErrLeaseLost when it was claimed again.
+func (s *SQLite) Retry(ctx context.Context, id, claim int64, next time.Time, lastErr string) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return finishClaim(ctx, tx, retrySQL, id, claim, millis(next), lastErr)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("retry reply %d: %w", id, err)
 	}
 	return err

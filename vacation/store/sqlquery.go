@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -39,6 +40,30 @@ func queryVacations(ctx context.Context, db *sql.DB, query string, args ...any) 
 		}
 	}
 	return vs, rows.Err()
+}
+
+// finishClaim runs doneSQL or retrySQL for claim of reply id. When it
+// touches no row it tells why: the reply is gone (ErrNotFound) or was
+// claimed again (ErrLeaseLost).
+func finishClaim(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, query string, id, claim int64, args ...any) error {
+	res, err := db.ExecContext(ctx, query, append([]any{id, claim}, args...)...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	var now int64
+	switch err := db.QueryRowContext(ctx, `SELECT claim FROM outbox WHERE id = $1`, id).Scan(&now); {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case err != nil:
+		return err
+	}
+	return ErrLeaseLost
 }
 
 // outboxLen counts queued replies, leased or not.

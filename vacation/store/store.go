@@ -17,6 +17,11 @@ import (
 // and Retry when the reply is no longer queued.
 var ErrNotFound = errors.New("not found")
 
+// ErrLeaseLost is returned by Done and Retry when the reply was claimed
+// again after the claim they name: that claim's lease ran out, and the
+// reply now belongs to its newer claimer, which will finish it.
+var ErrLeaseLost = errors.New("lease lost: the reply was claimed again")
+
 // Vacation is one user's settings.
 type Vacation struct {
 	Address      string   // the user's address, as given (domain lower-cased)
@@ -45,6 +50,10 @@ type Reply struct {
 	NextTry   time.Time
 	LastError string
 	Created   time.Time
+	// Claim numbers the claims of this reply: Store.Claim sets it, and
+	// Done and Retry act only for the newest, so a claimer whose lease
+	// ran out cannot finish a reply that another has claimed since.
+	Claim int64
 }
 
 // Reservation names one reply period: user answered sender for the
@@ -78,12 +87,16 @@ type Store interface {
 	PruneReplyLog(ctx context.Context, now time.Time) (int64, error)
 
 	// Claim leases up to max replies due at now for lease: no other
-	// claimer gets them until the lease expires.
+	// claimer gets them until the lease expires. Each reply's Claim is
+	// higher than any claim of it before.
 	Claim(ctx context.Context, now time.Time, lease time.Duration, max int) ([]Reply, error)
-	// Done removes a sent (or permanently failed) reply.
-	Done(ctx context.Context, id int64) error
-	// Retry puts a reply back for next, counting the attempt.
-	Retry(ctx context.Context, id int64, next time.Time, lastErr string) error
+	// Done removes a sent (or permanently failed) reply, if claim is
+	// still its newest claim (else ErrLeaseLost). A lease that ran out
+	// with no newer claim is still good: nobody else has the reply.
+	Done(ctx context.Context, id, claim int64) error
+	// Retry puts a reply back for next, counting the attempt, if claim
+	// is still its newest claim (else ErrLeaseLost).
+	Retry(ctx context.Context, id, claim int64, next time.Time, lastErr string) error
 	// OutboxLen counts queued replies.
 	OutboxLen(ctx context.Context) (int, error)
 

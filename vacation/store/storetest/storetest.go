@@ -44,6 +44,7 @@ func Run(t *testing.T, open Open) {
 		{"TwoHandles", testTwoHandles},
 		{"Claim", testClaim},
 		{"RetryDone", testRetryDone},
+		{"LeaseLost", testLeaseLost},
 		{"Stamping", testStamping},
 		{"Tokens", testTokens},
 		{"Reopen", testReopen},
@@ -715,7 +716,7 @@ func testRetryDone(t *testing.T, open Open) {
 	a, b := got[0], got[1]
 
 	// Retry ends the lease: due at next, not at the lease's end.
-	if err := s.Retry(ctx, a.ID, t0.Add(5*time.Minute), "451 4.3.0 try later"); err != nil {
+	if err := s.Retry(ctx, a.ID, a.Claim, t0.Add(5*time.Minute), "451 4.3.0 try later"); err != nil {
 		t.Fatalf("Retry() = %v", err)
 	}
 	if got := claim(t, s, t0.Add(5*time.Minute-time.Millisecond), time.Hour, 10); len(got) != 0 {
@@ -728,27 +729,28 @@ func testRetryDone(t *testing.T, open Open) {
 	if got[0].Attempts != 1 || got[0].LastError != "451 4.3.0 try later" || !got[0].NextTry.Equal(t0.Add(5*time.Minute)) {
 		t.Errorf("retried reply = attempts %d, last error %q, next %v; want 1, the error, t0+5m", got[0].Attempts, got[0].LastError, got[0].NextTry)
 	}
-	if err := s.Retry(ctx, a.ID, t0.Add(6*time.Minute), "timeout"); err != nil {
+	if err := s.Retry(ctx, a.ID, got[0].Claim, t0.Add(6*time.Minute), "timeout"); err != nil {
 		t.Fatalf("Retry(second) = %v", err)
 	}
 	got = claim(t, s, t0.Add(6*time.Minute), time.Hour, 10)
 	if len(got) != 1 || got[0].Attempts != 2 || got[0].LastError != "timeout" {
-		t.Errorf("twice retried reply = %+v, want attempts 2, last error timeout", got)
+		t.Fatalf("twice retried reply = %+v, want attempts 2, last error timeout", got)
 	}
+	a = got[0]
 
-	if err := s.Done(ctx, b.ID); err != nil {
+	if err := s.Done(ctx, b.ID, b.Claim); err != nil {
 		t.Fatalf("Done() = %v", err)
 	}
 	if n := outboxLen(t, s); n != 1 {
 		t.Errorf("OutboxLen() after Done = %d, want 1", n)
 	}
-	if err := s.Done(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+	if err := s.Done(ctx, b.ID, b.Claim); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Done(done) = %v, want ErrNotFound", err)
 	}
-	if err := s.Retry(ctx, b.ID, t0, "x"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.Retry(ctx, b.ID, b.Claim, t0, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Retry(done) = %v, want ErrNotFound", err)
 	}
-	if err := s.Done(ctx, a.ID); err != nil {
+	if err := s.Done(ctx, a.ID, a.Claim); err != nil {
 		t.Fatalf("Done() = %v", err)
 	}
 	if n := outboxLen(t, s); n != 0 {
@@ -756,6 +758,69 @@ func testRetryDone(t *testing.T, open Open) {
 	}
 	if got := claim(t, s, t0.Add(week), time.Hour, 10); len(got) != 0 {
 		t.Errorf("Claim(after all Done) = %v, want none", ids(got))
+	}
+}
+
+// testLeaseLost: a claimer whose lease ran out (a process paused, or cut
+// off from the database) comes back after another has claimed the
+// reply. Its Done and Retry must leave the reply to the new claimer: a
+// late Done would let the new claimer's outcome go unrecorded, a late
+// Retry would make the reply due again while it is being sent.
+func testLeaseLost(t *testing.T, open Open) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := openClosed(t, open, dir), openClosed(t, open, dir) // two instances
+	for i := range 2 {
+		reserve(t, a, store.Reservation{User: "alice@example.com", Sender: fmt.Sprintf("s%d@example.org", i), Version: 1, Interval: week, Now: t0})
+	}
+	old := claim(t, a, t0, time.Minute, 10)
+	if len(old) != 2 {
+		t.Fatalf("Claim() = %d replies, want 2", len(old))
+	}
+	// A's leases end; B claims both.
+	taken := claim(t, b, t0.Add(time.Minute), time.Minute, 10)
+	if len(taken) != 2 {
+		t.Fatalf("Claim(after the leases end) = %d replies, want 2", len(taken))
+	}
+	for i := range taken {
+		if taken[i].Claim <= old[i].Claim {
+			t.Errorf("Claim(again).Claim = %d, want more than the first claim's %d", taken[i].Claim, old[i].Claim)
+		}
+	}
+	if err := a.Done(ctx, old[0].ID, old[0].Claim); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("Done(lost lease) = %v, want ErrLeaseLost", err)
+	}
+	if err := a.Retry(ctx, old[1].ID, old[1].Claim, t0, "451 late"); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("Retry(lost lease) = %v, want ErrLeaseLost", err)
+	}
+	if n := outboxLen(t, a); n != 2 {
+		t.Errorf("OutboxLen() after late Done = %d, want 2 (the reply is B's now)", n)
+	}
+	// The late Retry did not end B's lease: nobody may claim them yet.
+	if got := claim(t, a, t0.Add(time.Minute+time.Second), time.Minute, 10); len(got) != 0 {
+		t.Errorf("Claim(during B's lease, after A's late Retry) = %v, want none", ids(got))
+	}
+	// B finishes both with its own claims.
+	if err := b.Retry(ctx, taken[1].ID, taken[1].Claim, t0.Add(time.Hour), "451 B"); err != nil {
+		t.Errorf("Retry(current claim) = %v", err)
+	}
+	if err := b.Done(ctx, taken[0].ID, taken[0].Claim); err != nil {
+		t.Errorf("Done(current claim) = %v", err)
+	}
+	if err := a.Done(ctx, old[0].ID, old[0].Claim); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Done(lost lease, reply done) = %v, want ErrNotFound", err)
+	}
+	got := claim(t, a, t0.Add(time.Hour), time.Minute, 10)
+	if len(got) != 1 || got[0].Attempts != 1 || got[0].LastError != "451 B" {
+		t.Fatalf("Claim(retried by B) = %+v, want one reply, attempts 1, B's error", got)
+	}
+	// Done reads no clock: what counts is whether anyone claimed the
+	// reply since, so a lease that ran out unclaimed still finishes it.
+	if err := a.Done(ctx, got[0].ID, got[0].Claim); err != nil {
+		t.Errorf("Done(newest claim) = %v, want nil", err)
+	}
+	if n := outboxLen(t, a); n != 0 {
+		t.Errorf("OutboxLen() at the end = %d, want 0", n)
 	}
 }
 
