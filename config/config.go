@@ -56,6 +56,12 @@ type Vacation struct {
 	// MaxOutbox bounds the replies queued and not yet sent; past it new
 	// replies are refused, logged and counted.
 	MaxOutbox int `toml:"max_outbox"`
+	// OutboxLease is how long a reply claimed for sending belongs to the
+	// instance that claimed it. With several instances sharing
+	// PostgreSQL, the replies of one that died are sent by another this
+	// long after it claimed them. A send is cut off at half the lease
+	// (at most 60s), so that it never outlives it.
+	OutboxLease Duration `toml:"outbox_lease"`
 	// UserCredit is how many unsent replies each user may have queued
 	// before drawing from the shared CreditPool; a user's storm cannot
 	// take the outbox from everyone else. Out of credit, the milter
@@ -116,9 +122,16 @@ func Default() Config {
 			MaxHeaderFields: policy.DefaultLimits.MaxFields,
 			MaxHeaderBytes:  policy.DefaultLimits.MaxBytes,
 		},
-		API:      API{Listen: "127.0.0.1:8895"},
-		Policy:   policy.DefaultConfig(),
-		Vacation: Vacation{RelaySessions: 2, OfferTimeout: Duration(time.Second), MaxOutbox: 10000, UserCredit: 10, CreditPool: 1000},
+		API:    API{Listen: "127.0.0.1:8895"},
+		Policy: policy.DefaultConfig(),
+		Vacation: Vacation{
+			RelaySessions: 2,
+			OfferTimeout:  Duration(time.Second),
+			MaxOutbox:     10000,
+			OutboxLease:   Duration(130 * time.Second), // vacation.OutboxConfig's default: 2×60s+10s
+			UserCredit:    10,
+			CreditPool:    1000,
+		},
 	}
 }
 
@@ -209,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.Vacation.MaxOutbox < 1 {
 		errs = append(errs, fmt.Errorf("vacation.max_outbox: %d must be at least 1", c.Vacation.MaxOutbox))
+	}
+	if c.Vacation.OutboxLease < Duration(2*time.Second) {
+		errs = append(errs, fmt.Errorf("vacation.outbox_lease: %v must be at least 2s", time.Duration(c.Vacation.OutboxLease)))
 	}
 	if c.Vacation.OfferTimeout < Duration(10*time.Millisecond) {
 		errs = append(errs, fmt.Errorf("vacation.offer_timeout: %v must be at least 10ms", time.Duration(c.Vacation.OfferTimeout)))

@@ -73,6 +73,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad network", "[policy]\ninternal_networks = [\"10.0.0.0/33\"]\n", []string{"internal_networks"}},
 		{"bad spam flag", "[policy]\nspam_flags = [\"X-Spam\"]\n", []string{"policy.spam_flags"}},
 		{"bad socket mode", "[milter]\nsocket_mode = \"rw\"\n", []string{"milter.socket_mode"}},
+		{"short outbox lease", "[vacation]\noutbox_lease = \"1s\"\n", []string{"vacation.outbox_lease: 1s must be at least 2s"}},
 		{"not toml", "this is not toml", []string{"config"}},
 	}
 	for _, tt := range tests {

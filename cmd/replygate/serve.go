@@ -89,6 +89,7 @@ func serve(args []string, stderr io.Writer) error {
 		Helo:      cfg.Vacation.Hostname,
 		Sessions:  cfg.Vacation.RelaySessions,
 		MaxQueued: cfg.Vacation.MaxOutbox,
+		Lease:     time.Duration(cfg.Vacation.OutboxLease),
 	}, logger, time.Now)
 	if err := outbox.Load(context.Background()); err != nil {
 		return fmt.Errorf("read the outbox: %w", err)
