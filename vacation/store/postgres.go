@@ -3,13 +3,16 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -44,15 +47,27 @@ func PostgresSchemaVersion() int {
 // schema, since current_schema() is NULL before the schema exists.
 const migrateLockSQL = `SELECT pg_advisory_xact_lock(125779898021989)`
 
-// Pool and timeouts. Queries are bounded by the caller's context; these
-// bound what the caller cannot see.
+// Pool and timeouts. Queries are bounded by the caller's context (the
+// milter's offer_timeout, the outbox's store timeout); these bound what
+// the caller cannot see.
+//
+//   - connect: a server that does not answer fails a new connection, not
+//     hangs it (a refused one fails at once);
+//   - open connections: the statements are short, so 16 serve a burst of
+//     milter sessions; several instances times 16 stays well under
+//     PostgreSQL's default max_connections of 100;
+//   - idle: a few stay for the next message; the rest, and any that sat
+//     for minutes, are closed, so a pool left over from before an outage
+//     is soon replaced by new connections;
+//   - lifetime: connections are renewed, to follow a fail-over and to
+//     give back server memory.
 const (
-	pgConnectTimeout  = 5 * time.Second // a dead server fails the call, not hangs it
+	pgConnectTimeout  = 5 * time.Second
 	pgMaxOpenConns    = 16
 	pgMaxIdleConns    = 4
 	pgConnMaxIdleTime = 5 * time.Minute
-	pgConnMaxLifetime = 30 * time.Minute // follow a fail-over, release server memory
-	pgTxAttempts      = 3                // for deadlocks and serialization failures
+	pgConnMaxLifetime = 30 * time.Minute
+	pgTxAttempts      = 3 // for deadlocks and serialization failures
 )
 
 // Postgres is the Store that several replygate instances (one per MTA)
@@ -65,7 +80,13 @@ const (
 // database/sql's pool drops broken connections and dials anew, so the
 // store recovers on its own when PostgreSQL comes back.
 type Postgres struct {
-	db        *sql.DB
+	db    *sql.DB
+	where string // postgres user@host:port/db, for errors
+	// migrateDB is a pool of its own (one connection, none idle) that
+	// the migrations run on, before db opens its first connection.
+	migrateDB *sql.DB
+	migrated  atomic.Bool
+	migrating chan struct{} // one migration at a time: a semaphore
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -81,6 +102,26 @@ var _ Store = (*Postgres)(nil)
 // database that a newer replygate has migrated. A DSN without
 // connect_timeout gets 5 s.
 func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+	s, err := NewPostgres(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewPostgres is OpenPostgres without connecting: it only checks dsn.
+// The store connects when first used, and the first connection brings
+// the schema up to date; until that succeeds every call fails with the
+// reason (the server is unreachable, ErrNewerSchema, ...). A daemon uses
+// it to start, and keep mail flowing, while PostgreSQL is down, and to
+// recover by itself when it returns: nothing is cached that an outage
+// could leave stale, since database/sql drops broken connections and
+// dials anew.
+func NewPostgres(dsn string) (*Postgres, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgconn redacts the password in the DSN it quotes.
@@ -89,26 +130,95 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = pgConnectTimeout
 	}
-	where := fmt.Sprintf("postgres %s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
-	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(pgMaxOpenConns)
-	db.SetMaxIdleConns(pgMaxIdleConns)
-	db.SetConnMaxIdleTime(pgConnMaxIdleTime)
-	db.SetConnMaxLifetime(pgConnMaxLifetime)
+	s := &Postgres{
+		where:     fmt.Sprintf("postgres %s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database),
+		migrateDB: stdlib.OpenDB(*cfg),
+		migrating: make(chan struct{}, 1),
+	}
+	s.migrateDB.SetMaxOpenConns(1)
+	s.migrateDB.SetMaxIdleConns(0)
+	s.db = sql.OpenDB(migratingConnector{stdlib.GetConnector(*cfg), s})
+	s.db.SetMaxOpenConns(pgMaxOpenConns)
+	s.db.SetMaxIdleConns(pgMaxIdleConns)
+	s.db.SetConnMaxIdleTime(pgConnMaxIdleTime)
+	s.db.SetConnMaxLifetime(pgConnMaxLifetime)
+	return s, nil
+}
+
+// migratingConnector makes the pool's connections only once the schema
+// is up to date.
+type migratingConnector struct {
+	driver.Connector
+	s *Postgres
+}
+
+func (c migratingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err := c.s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return c.Connector.Connect(ctx)
+}
+
+// migrate brings the schema up to date once per process, under the
+// advisory lock that keeps instances from migrating together.
+func (s *Postgres) migrate(ctx context.Context) error {
+	if s.migrated.Load() {
+		return nil
+	}
+	select {
+	case s.migrating <- struct{}{}:
+		defer func() { <-s.migrating }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.migrated.Load() {
+		return nil
+	}
 	ms, err := postgresMigrations()
 	if err == nil {
-		_, _, err = migrateLocked(ctx, db, ms, migrateLockSQL)
+		_, _, err = migrateLocked(ctx, s.migrateDB, ms, migrateLockSQL)
 	}
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", where, err)
+		return err
 	}
-	return &Postgres{db: db}, nil
+	s.migrated.Store(true)
+	return nil
+}
+
+// Ping connects, migrating first if need be, and reports whether the
+// store can be used.
+func (s *Postgres) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("open store %s: %w", s.where, err)
+	}
+	return nil
+}
+
+// Unreachable reports whether err says that the database could not be
+// reached (refused, timed out, shutting down, not accepting connections
+// yet), so that the same call may succeed later; not an error in the
+// data, the schema or the configuration of a reachable database.
+func Unreachable(err error) bool {
+	var (
+		ce *pgconn.ConnectError
+		ne net.Error
+		pe *pgconn.PgError
+	)
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, driver.ErrBadConn):
+		return true
+	case errors.As(err, &pe):
+		// Class 57: operator intervention (admin shutdown, crash
+		// shutdown, cannot connect now); class 08: connection exception.
+		return strings.HasPrefix(pe.Code, "57") || strings.HasPrefix(pe.Code, "08")
+	}
+	return false
 }
 
 // Close closes the pool. It may be called more than once.
 func (s *Postgres) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	s.closeOnce.Do(func() { s.closeErr = errors.Join(s.db.Close(), s.migrateDB.Close()) })
 	return s.closeErr
 }
 
