@@ -70,17 +70,32 @@ func (l *lookups) load(ctx context.Context, st store.Store) error {
 	return nil
 }
 
-// run reloads the lookups until ctx is done, logging when they change size.
+// run reloads the lookups until ctx is done, logging when they change
+// size. A failure (the store is down) is logged once, not at every
+// refresh, until a load succeeds again.
 func (l *lookups) run(ctx context.Context, st store.Store, log *slog.Logger) {
 	t := time.NewTicker(refreshEvery)
 	defer t.Stop()
 	last := [2]int{-1, -1}
+	failing := false
 	for {
-		if err := l.load(ctx, st); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, 2*refreshEvery) // a store that hangs must not stop the refreshes
+		err := l.load(lctx, st)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil && !failing:
 			log.Warn("reloading aliases and stamping preferences failed; keeping the last", "err", err)
-		} else if n := [2]int{len(*l.aliases.Load()), len(*l.optIn.Load())}; n != last {
-			log.Info("lookups loaded", "aliases", n[0], "opt_in", n[1])
-			last = n
+			failing = true
+		case err != nil:
+			log.Debug("reloading aliases and stamping preferences failed", "err", err)
+		default:
+			failing = false
+			if n := [2]int{len(*l.aliases.Load()), len(*l.optIn.Load())}; n != last {
+				log.Info("lookups loaded", "aliases", n[0], "opt_in", n[1])
+				last = n
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -77,7 +77,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	// Everything that can fail is set up before the listeners open, so a
 	// failed start leaves no socket behind.
-	st, err := openStore(cfg.Store, state)
+	// PostgreSQL that does not answer does not stop the start: see
+	// openServeStore.
+	st, pg, storeUp, err := openServeStore(cfg.Store, state, logger)
 	if err != nil {
 		return err
 	}
@@ -91,9 +93,9 @@ func serve(args []string, stderr io.Writer) error {
 		MaxQueued: cfg.Vacation.MaxOutbox,
 		Lease:     time.Duration(cfg.Vacation.OutboxLease),
 	}, logger, time.Now)
-	if err := outbox.Load(context.Background()); err != nil {
+	if err := outbox.Load(context.Background()); err != nil && storeUp {
 		return fmt.Errorf("read the outbox: %w", err)
-	}
+	} // with the store down, the outbox's Run loads it when it answers
 	vcfg := vacation.Config{
 		Hostname:          cfg.Vacation.Hostname,
 		EnvelopeFromUser:  cfg.Vacation.EnvelopeFromUser,
@@ -107,9 +109,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	responder := vacation.NewResponder(st, vcfg, logger, time.Now, outbox)
 	var lk lookups
-	if err := lk.load(context.Background(), st); err != nil {
+	if err := lk.load(context.Background(), st); err != nil && storeUp {
 		return fmt.Errorf("load aliases and stamping preferences: %w", err)
-	}
+	} // with the store down, lk.run loads them when it answers
 
 	spec, _ := milter.ParseSpec(cfg.Milter.Listen) // validated above
 	mode, _ := cfg.SocketMode()
@@ -154,6 +156,9 @@ func serve(args []string, stderr io.Writer) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { outbox.Run(bgCtx) })
 	bg.Go(func() { lk.run(bgCtx, st, logger) })
+	if pg != nil {
+		bg.Go(func() { watchStore(bgCtx, pg, storeUp, logger) })
+	}
 	logger.Info("ready", "milter", spec.String(), "api", aln.Addr().String(), "state", state, "relay", cfg.Relay, "version", version)
 	notifySystemd("READY=1")
 
