@@ -118,3 +118,35 @@ func TestPostfix(t *testing.T) {
 		t.Errorf("%s still listening after Stop", pf.Addr(SMTPService))
 	}
 }
+
+// TestSinkHold: a held sink leaves RCPT unanswered until Release, which
+// refuses it for now; then it serves as usual.
+func TestSinkHold(t *testing.T) {
+	s := NewSink(t)
+	s.Hold()
+	c := Dial(t, s.Addr())
+	if err := c.Mail("a@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	rcpt := make(chan error, 1)
+	go func() { rcpt <- c.Rcpt("b@remote.example", nil) }()
+	if got := s.WaitHeld(t, 1, 5*time.Second); got[0] != "b@remote.example" {
+		t.Errorf("Held() = %v, want [b@remote.example]", got)
+	}
+	select {
+	case err := <-rcpt:
+		t.Fatalf("Rcpt answered while held: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.Release()
+	var se *smtp.SMTPError
+	if err := <-rcpt; !errors.As(err, &se) || se.Code != 451 {
+		t.Errorf("Rcpt after Release = %v, want 451", err)
+	}
+	c.Reset()
+	msg := Msg([]string{"From: a@example.com", "To: b@remote.example", "Message-ID: <hold-1@example.com>"}, "hello")
+	if _, err := c.Send("a@example.com", []string{"b@remote.example"}, msg); err != nil {
+		t.Fatalf("Send after Release = %v", err)
+	}
+	s.WaitMessageID(t, "<hold-1@example.com>", 5*time.Second)
+}

@@ -64,14 +64,17 @@ func (m Message) QueueID() string {
 
 // Sink is an SMTP server that records every message it accepts. A
 // recipient whose local part is a reply code fails on demand: 451@… is
-// refused with a temporary error, 550@… with a permanent one.
+// refused with a temporary error, 550@… with a permanent one. Hold
+// makes it stall, as a relay that stopped answering does.
 type Sink struct {
 	srv  *smtp.Server
 	addr string
 
 	mu      sync.Mutex
 	msgs    []Message
-	changed chan struct{} // closed and replaced on each new message
+	hold    chan struct{} // non-nil while held; closed by Release
+	held    []string      // recipients whose RCPT was held
+	changed chan struct{} // closed and replaced on each new message or held recipient
 }
 
 // NewSink starts a sink on a free loopback port; it is closed when the
@@ -98,10 +101,78 @@ func NewSink(t testing.TB) *Sink {
 		s.srv.Serve(ln)
 	}()
 	t.Cleanup(func() {
+		s.Release()
 		s.srv.Close()
 		<-done
 	})
 	return s
+}
+
+// Hold makes the sink stall: from now on every RCPT command waits, with
+// no answer, until Release, so the client's message is in flight and
+// undelivered for as long as the test wants (or until the client gives
+// up or dies). Held lists the recipients held so far.
+func (s *Sink) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold == nil {
+		s.hold = make(chan struct{})
+	}
+}
+
+// Release ends a Hold: the waiting RCPT commands are refused with a
+// temporary error (their client must try again, as after any stall),
+// and later ones are served as usual.
+func (s *Sink) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold != nil {
+		close(s.hold)
+		s.hold = nil
+	}
+}
+
+// Held returns the recipients whose RCPT was held, in order.
+func (s *Sink) Held() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.held...)
+}
+
+// WaitHeld waits until at least n recipients have been held, and
+// returns them.
+func (s *Sink) WaitHeld(t testing.TB, n int, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		held, changed := append([]string(nil), s.held...), s.changed
+		s.mu.Unlock()
+		if len(held) >= n {
+			return held
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("sink: %d recipient(s) held within %v, want %d: %v", len(held), timeout, n, held)
+			return nil
+		}
+	}
+}
+
+// holding records rcpt as held and returns the channel to wait on, or
+// nil when the sink is not held.
+func (s *Sink) holding(rcpt string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold == nil {
+		return nil
+	}
+	s.held = append(s.held, rcpt)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return s.hold
 }
 
 // Addr is the sink's host:port.
@@ -191,8 +262,13 @@ func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt fails on demand: the local part 451 or 550 picks the error.
+// Rcpt fails on demand: the local part 451 or 550 picks the error. While
+// the sink is held it waits for Release, then refuses for now.
 func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if release := ss.sink.holding(to); release != nil {
+		<-release
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "sink: released after a hold"}
+	}
 	local, _, _ := strings.Cut(to, "@")
 	switch local {
 	case "451":
