@@ -31,7 +31,7 @@ import (
 type Config struct {
 	// ClientCAs verifies client certificates; nil accepts none.
 	ClientCAs *x509.CertPool
-	// Admins are admin certificates: a Fingerprint ("sha256:…"), or a
+	// Admins are admin certificates: a siteca.Fingerprint ("sha256:…"), or a
 	// subject exactly as x509's Subject.String() prints it
 	// ("CN=ops,OU=replygate-admin").
 	Admins []string

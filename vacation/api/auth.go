@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/replygate/replygate/internal/siteca"
 	"github.com/replygate/replygate/vacation/store"
 )
 
@@ -129,7 +130,7 @@ func (s *Server) byCertificate(r *http.Request) (principal, error) {
 			p.addresses = append(p.addresses, k)
 		}
 	}
-	fp := Fingerprint(leaf)
+	fp := siteca.Fingerprint(leaf)
 	for _, a := range s.cfg.Admins {
 		if a == fp || a == leaf.Subject.String() {
 			p.admin = true
@@ -139,13 +140,6 @@ func (s *Server) byCertificate(r *http.Request) (principal, error) {
 		return principal{}, errUnauthenticated{fmt.Sprintf("client certificate %q names no e-mail address and is no admin", leaf.Subject.String())}
 	}
 	return p, nil
-}
-
-// Fingerprint names a certificate as config's api.admins does:
-// "sha256:" and the lower-case hex SHA-256 of its DER.
-func Fingerprint(c *x509.Certificate) string {
-	h := sha256.Sum256(c.Raw)
-	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 // authenticate finds who r speaks for: the local socket's peer, a bearer

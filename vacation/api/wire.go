@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,7 +104,15 @@ func FromStore(v store.Vacation) Vacation {
 // decodeJSON reads exactly one JSON object into dst, refusing unknown
 // fields and trailing data; errors name the field where JSON can.
 func decodeJSON(r io.Reader, dst any) error {
-	dec := json.NewDecoder(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err // *http.MaxBytesError, or the client went away
+	}
+	// encoding/json would quietly turn bad UTF-8 into U+FFFD.
+	if !utf8.Valid(b) {
+		return fieldErr("body", "must be UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		var te *json.UnmarshalTypeError
