@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/bits"
 	"net"
 	"strconv"
 	"sync"
@@ -300,6 +301,10 @@ type Metrics struct {
 	Stamped    atomic.Uint64
 	Errors     atomic.Uint64
 	Overloads  atomic.Uint64
+	// Reasons counts verdicts by reason (why a reply was suppressed),
+	// StampReasons stamps by reason; both are indexed as
+	// policy.KnownReasons lists the reasons.
+	Reasons, StampReasons [32]atomic.Uint64
 }
 
 func (m *Metrics) count(v policy.Verdict) {
@@ -311,5 +316,11 @@ func (m *Metrics) count(v policy.Verdict) {
 	}
 	if v.Stamp {
 		m.Stamped.Add(1)
+	}
+	for s := uint32(v.Reasons); s != 0; s &= s - 1 {
+		m.Reasons[bits.TrailingZeros32(s)].Add(1)
+	}
+	for s := uint32(v.StampReasons); s != 0; s &= s - 1 {
+		m.StampReasons[bits.TrailingZeros32(s)].Add(1)
 	}
 }
