@@ -11,6 +11,9 @@
 // data survives the backend swap after each message; it wraps every
 // connection with read buffering, idle deadlines and TCP_QUICKACK; it
 // bounds live sessions and answers beyond the bound per the fail action;
-// its own accept loop retries temporary errors; Shutdown drains; and every
-// callback whose reply was negotiated away returns nil.
+// its own accept loop retries temporary errors; Shutdown drains; every
+// callback whose reply was negotiated away returns nil; and header events
+// are read by the connection wrapper before go-milter sees them, so a NUL
+// in a value, a field over 1 MiB or 10,000 fields get a verdict instead
+// of a stray reply, a dropped session or an unbounded map (conn.go).
 package milter

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -135,10 +136,24 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 	return nil, nil
 }
 
+// Header is not called: conn takes header frames before go-milter sees
+// them and hands them to headerFrame.
 func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.header.Add(name, value)
 	return nil, nil
 }
+
+// headerFrame adds one header event, "name NUL value NUL". The name ends
+// at the first NUL; the value is the rest less its terminator, NUL bytes
+// and all, as ReadHeader keeps them for `check`. data is reused after.
+func (s *session) headerFrame(data []byte) {
+	name, value, _ := bytes.Cut(data, []byte{0})
+	value = bytes.TrimSuffix(value, []byte{0})
+	s.header.Add(string(name), string(value))
+}
+
+// headerDropped notes a header field too long to keep.
+func (s *session) headerDropped() { s.header.Truncated = true }
 
 func (s *session) Headers(textproto.MIMEHeader, *gomilter.Modifier) (gomilter.Response, error) {
 	return nil, nil

@@ -239,9 +239,9 @@ func TestHeaderLimit(t *testing.T) {
 	// One field is bounded alike whether it came from the milter (Add)
 	// or from a file (ReadHeader).
 	h = NewHeader(Limits{MaxBytes: 1 << 20})
-	h.Add("Subject", strings.Repeat("x", maxFieldBytes+1))
+	h.Add("Subject", strings.Repeat("x", MaxFieldBytes+1))
 	if len(h.Fields) != 0 || !h.Truncated {
-		t.Errorf("Add of a field past maxFieldBytes kept %d fields, truncated=%v", len(h.Fields), h.Truncated)
+		t.Errorf("Add of a field past MaxFieldBytes kept %d fields, truncated=%v", len(h.Fields), h.Truncated)
 	}
 }
 

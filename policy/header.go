@@ -61,7 +61,7 @@ func (h *Header) Add(name, value string) {
 		*h = NewHeader(h.limits)
 	}
 	n := len(name) + len(value)
-	if len(h.Fields) >= h.limits.MaxFields || h.bytes+n > h.limits.MaxBytes || n > maxFieldBytes {
+	if len(h.Fields) >= h.limits.MaxFields || h.bytes+n > h.limits.MaxBytes || n > MaxFieldBytes {
 		h.Truncated = true
 		return
 	}
@@ -107,17 +107,22 @@ var ErrNoHeader = errors.New("empty input: no header section")
 func ReadHeader(r io.Reader, l Limits) (Header, error) {
 	h := NewHeader(l)
 	br := bufio.NewReader(r)
-	var name string
-	var value []byte
+	var name, value []byte // reused: a header past its limits costs no allocation per field
 	flush := func() {
-		if name != "" {
-			h.Add(name, string(value))
+		if len(name) > 0 {
+			if len(h.Fields) >= h.limits.MaxFields {
+				h.Truncated = true
+			} else {
+				h.Add(string(name), string(value))
+			}
 		}
-		name, value = "", value[:0]
+		name, value = name[:0], value[:0]
 	}
+	var lineBuf []byte
 	skip := false // inside a field that was too long: drop its continuations
 	for first := true; ; first = false {
-		line, cut, err := readLine(br, maxFieldBytes)
+		line, cut, err := readLine(br, lineBuf[:0], MaxFieldBytes)
+		lineBuf = line
 		if err != nil && !errors.Is(err, io.EOF) {
 			return h, err
 		}
@@ -140,11 +145,11 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 			if skip {
 				break
 			}
-			if name == "" { // a continuation with nothing to continue: body
+			if len(name) == 0 { // a continuation with nothing to continue: body
 				return h, nil
 			}
-			if cut || len(value)+len(t)+2 > maxFieldBytes {
-				name, skip, h.Truncated = "", true, true
+			if cut || len(value)+len(t)+2 > MaxFieldBytes {
+				name, skip, h.Truncated = name[:0], true, true
 				break
 			}
 			value = append(value, "\r\n"...)
@@ -164,7 +169,7 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 				skip, h.Truncated = true, true
 				break
 			}
-			name = string(fname)
+			name = append(name[:0], fname...)
 			value = append(value[:0], bytes.TrimLeft(t[colon+1:], " \t")...)
 		}
 		if err != nil { // the last line had no newline
@@ -174,14 +179,15 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 	}
 }
 
-// maxFieldBytes bounds one header field, as Postfix's header_size_limit
+// MaxFieldBytes bounds one header field, as Postfix's header_size_limit
 // (102400) does; a longer field is dropped and the header marked truncated.
-const maxFieldBytes = 100 << 10
+const MaxFieldBytes = 100 << 10
 
-// readLine reads one line. A line longer than max is cut (cut is true)
-// and the rest of it is read and thrown away, so a hostile 1 GiB line
-// costs no memory.
-func readLine(br *bufio.Reader, max int) (line []byte, cut bool, err error) {
+
+// readLine reads one line, appending it to line. A line longer than max
+// is cut (cut is true) and the rest of it is read and thrown away, so a
+// hostile 1 GiB line costs no memory.
+func readLine(br *bufio.Reader, line []byte, max int) (_ []byte, cut bool, err error) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(line)+len(chunk) <= max {
