@@ -183,7 +183,6 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 // (102400) does; a longer field is dropped and the header marked truncated.
 const MaxFieldBytes = 100 << 10
 
-
 // readLine reads one line, appending it to line. A line longer than max
 // is cut (cut is true) and the rest of it is read and thrown away, so a
 // hostile 1 GiB line costs no memory.
