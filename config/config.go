@@ -103,6 +103,20 @@ type Milter struct {
 // API is the [api] table.
 type API struct {
 	Listen string `toml:"listen"` // host:port
+	// Socket is the local CLI's unix socket, "" for api.sock in the
+	// state directory. Its peer's uid authenticates: the daemon's own
+	// user and root are admins there.
+	Socket string `toml:"socket"`
+	// TLSCert and TLSKey turn on HTTPS; without them the API only
+	// listens on loopback.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// ClientCA verifies client certificates: one whose SAN e-mail
+	// address is X manages X.
+	ClientCA string `toml:"client_ca"`
+	// Admins are admin certificates, by "sha256:…" fingerprint or by
+	// subject ("CN=ops@example.com,OU=replygate-admin").
+	Admins []string `toml:"admins"`
 }
 
 // DefaultMilterListen is where the milter listens with no config.
@@ -198,6 +212,22 @@ func (c Config) Validate() error {
 	}
 	if err := checkHostPort(c.API.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("api.listen: %w", err))
+	} else if c.API.TLSCert == "" && !loopback(c.API.Listen) {
+		errs = append(errs, fmt.Errorf("api.listen: %q is beyond loopback; set api.tls_cert and api.tls_key first (settings must not travel in clear text)", c.API.Listen))
+	}
+	if (c.API.TLSCert == "") != (c.API.TLSKey == "") {
+		errs = append(errs, errors.New("api.tls_cert and api.tls_key: set both or neither"))
+	}
+	if c.API.ClientCA != "" && c.API.TLSCert == "" {
+		errs = append(errs, errors.New("api.client_ca: client certificates need TLS; set api.tls_cert and api.tls_key"))
+	}
+	for _, a := range c.API.Admins {
+		if !strings.HasPrefix(a, "sha256:") && !strings.Contains(a, "=") {
+			errs = append(errs, fmt.Errorf("api.admins: %q is neither a sha256:… fingerprint nor a subject like CN=ops@example.com", a))
+		}
+	}
+	if c.API.Socket != "" && !filepath.IsAbs(c.API.Socket) {
+		errs = append(errs, fmt.Errorf("api.socket: %q must be an absolute path", c.API.Socket))
 	}
 	if err := checkHostPort(c.Relay); err != nil {
 		errs = append(errs, fmt.Errorf("relay: %w", err))
@@ -233,6 +263,16 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether host:port names only this machine.
+func loopback(hostport string) bool {
+	host, _, _ := net.SplitHostPort(hostport)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkHostPort(s string) error {

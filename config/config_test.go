@@ -20,11 +20,12 @@ func TestExampleIsDefault(t *testing.T) {
 	want := Default()
 	// An empty TOML array decodes to an empty slice, the default is nil.
 	if len(got.Policy.InternalNetworks)+len(got.Policy.MachineNetworks)+len(got.Policy.MachineSenders)+
-		len(got.Policy.MachineLogins)+len(got.Policy.OptInSenders) != 0 {
+		len(got.Policy.MachineLogins)+len(got.Policy.OptInSenders)+len(got.API.Admins) != 0 {
 		t.Fatalf("example sets lists that the default leaves empty: %+v", got.Policy)
 	}
 	got.Policy.InternalNetworks, got.Policy.MachineNetworks = nil, nil
 	got.Policy.MachineSenders, got.Policy.MachineLogins, got.Policy.OptInSenders = nil, nil, nil
+	got.API.Admins = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("contrib/replygate.toml decodes to\n%+v\nwant Default()\n%+v", got, want)
 	}
@@ -75,6 +76,11 @@ func TestLoadErrors(t *testing.T) {
 		{"bad socket mode", "[milter]\nsocket_mode = \"rw\"\n", []string{"milter.socket_mode"}},
 		{"short outbox lease", "[vacation]\noutbox_lease = \"1s\"\n", []string{"vacation.outbox_lease: 1s must be at least 2s"}},
 		{"not toml", "this is not toml", []string{"config"}},
+		{"api beyond loopback without TLS", "[api]\nlisten = \"0.0.0.0:8895\"\n", []string{"api.listen", "beyond loopback", "tls_cert"}},
+		{"api half TLS", "[api]\ntls_cert = \"/x.crt\"\nclient_ca = \"/ca.crt\"\n", []string{"api.tls_cert and api.tls_key: set both"}},
+		{"client CA without TLS", "[api]\nclient_ca = \"/ca.crt\"\n", []string{"api.client_ca: client certificates need TLS"}},
+		{"bad admin", "[api]\nadmins = [\"alice\"]\n", []string{"api.admins"}},
+		{"relative socket", "[api]\nsocket = \"api.sock\"\n", []string{"api.socket"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
