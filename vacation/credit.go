@@ -113,3 +113,14 @@ func (c *Credit) Pool() int {
 	defer c.mu.Unlock()
 	return c.pool
 }
+
+// InUse reports the credit held by queued, unsent replies, for metrics.
+func (c *Credit) InUse() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.accts {
+		n += a.inFlight
+	}
+	return n
+}

@@ -318,3 +318,6 @@ func (o *Outbox) send(r store.Reply) error {
 	}
 	return nil
 }
+
+// Depth reports the replies in the outbox as this process counts them.
+func (o *Outbox) Depth() int64 { return o.queued.Load() }

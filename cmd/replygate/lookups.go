@@ -17,6 +17,16 @@ import (
 type lookups struct {
 	aliases atomic.Pointer[map[string][]string]
 	optIn   atomic.Pointer[map[string]bool]
+	kick    chan struct{} // see changed
+}
+
+// changed asks run for a reload now: the API changed a setting, and
+// this instance's gate should not wait for the next refresh.
+func (l *lookups) changed() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // refreshEvery is how stale the lookups may be.
@@ -101,6 +111,7 @@ func (l *lookups) run(ctx context.Context, st store.Store, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-l.kick:
 		}
 	}
 }

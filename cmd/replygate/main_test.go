@@ -207,7 +207,7 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemon {
 func TestServeZeroConfig(t *testing.T) {
 	home := t.TempDir()
 	d := startDaemon(t, []string{"HOME=" + home, "XDG_STATE_HOME=", "STATE_DIRECTORY=", "NOTIFY_SOCKET="})
-	if d.ready["milter"] != "inet:127.0.0.1:8894" || d.ready["api"] != "127.0.0.1:8895" {
+	if d.ready["milter"] != "inet:127.0.0.1:8894" || d.ready["api"] != "http://127.0.0.1:8895" {
 		t.Errorf("ready line %v: want the default listeners", d.ready)
 	}
 	if fi, err := os.Stat(filepath.Join(home, ".local/state/replygate")); err != nil || fi.Mode().Perm() != 0o700 {
@@ -297,7 +297,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		{"unknown key", "[milter]\nlisten_on = \"inet:127.0.0.1:1\"\n", nil, "unknown key milter.listen_on"},
 		{"bad value", "[milter]\nfail_action = \"bounce\"\n", nil, "milter.fail_action"},
 		{"bad flag value", "", []string{"--milter", "inet:localhost"}, "milter.listen"},
-		{"public api without tls", "", []string{"--api", "0.0.0.0:18895", "--milter", "unix:" + filepath.Join(dir, "x.sock")}, "non-loopback"},
+		{"public api without tls", "", []string{"--api", "0.0.0.0:18895", "--milter", "unix:" + filepath.Join(dir, "x.sock")}, "beyond loopback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,16 +10,17 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/replygate/replygate/milter"
 	"github.com/replygate/replygate/policy"
 	"github.com/replygate/replygate/vacation"
+	"github.com/replygate/replygate/vacation/api"
 	"github.com/replygate/replygate/vacation/compose"
 	"github.com/replygate/replygate/vacation/dkimsign"
 )
@@ -108,7 +109,7 @@ func serve(args []string, stderr io.Writer) error {
 		}
 	}
 	responder := vacation.NewResponder(st, vcfg, logger, time.Now, outbox)
-	var lk lookups
+	lk := lookups{kick: make(chan struct{}, 1)}
 	if err := lk.load(context.Background(), st); err != nil && storeUp {
 		return fmt.Errorf("load aliases and stamping preferences: %w", err)
 	} // with the store down, lk.run loads them when it answers
@@ -122,7 +123,12 @@ func serve(args []string, stderr io.Writer) error {
 	if spec.Network == "unix" {
 		defer os.Remove(spec.Address)
 	}
-	aln, err := listenAPI(cfg.API.Listen)
+	apiAuth, err := apiConfig(cfg)
+	if err != nil {
+		mln.Close()
+		return err
+	}
+	aln, err := listenAPI(cfg, state)
 	if err != nil {
 		mln.Close()
 		return err
@@ -144,14 +150,23 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		return err
 	}))
-	api := &http.Server{
-		Handler:           apiHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	var milterUp atomic.Bool
+	milterUp.Store(true)
+	reg := newRegistry(filter.Metrics(), responder, outbox, credit)
+	apiAuth.Registerer, apiAuth.Gatherer = reg, reg
+	apiAuth.Changed = lk.changed
+	apiAuth.Health = map[string]func(context.Context) error{
+		"store": func(ctx context.Context) error { _, err := st.OutboxLen(ctx); return err },
+		"milter": func(context.Context) error {
+			if !milterUp.Load() {
+				return errors.New("listener closed")
+			}
+			return nil
+		},
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- filter.Serve(mln) }()
-	go func() { errc <- api.Serve(aln) }()
+	errc := make(chan error, 3)
+	go func() { err := filter.Serve(mln); milterUp.Store(false); errc <- err }()
+	aln.serve(api.New(st, apiAuth, logger, time.Now).Handler(), logger, errc)
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { outbox.Run(bgCtx) })
@@ -159,7 +174,7 @@ func serve(args []string, stderr io.Writer) error {
 	if pg != nil {
 		bg.Go(func() { watchStore(bgCtx, pg, storeUp, logger) })
 	}
-	logger.Info("ready", "milter", spec.String(), "api", aln.Addr().String(), "state", state, "relay", cfg.Relay, "version", version)
+	logger.Info("ready", "milter", spec.String(), "api", aln.addr(), "socket", aln.socket, "state", state, "relay", cfg.Relay, "version", version)
 	notifySystemd("READY=1")
 
 	var runErr error
@@ -174,7 +189,7 @@ func serve(args []string, stderr io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- api.Shutdown(sctx) }()
+	go func() { apiDone <- aln.shutdown(sctx) }()
 	err = errors.Join(filter.Shutdown(sctx), <-apiDone)
 	// Queued replies are durable: the outbox only finishes its sends in
 	// progress, and whatever is left goes out after the restart.
@@ -188,38 +203,6 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	logger.Info("stopped", "messages", filter.Metrics().Messages.Load())
 	return errors.Join(runErr, err)
-}
-
-// listenAPI opens the API port. Until the API speaks TLS it only listens
-// on loopback: settings must never travel in clear text.
-func listenAPI(addr string) (net.Listener, error) {
-	host, _, _ := net.SplitHostPort(addr)
-	if host != "localhost" {
-		ip := net.ParseIP(host)
-		if ip == nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("api.listen %s: refusing a non-loopback address without TLS", addr)
-		}
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("api.listen: %w", err)
-	}
-	return ln, nil
-}
-
-// apiHandler serves the health check; the /v1 settings API builds on it.
-func apiHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"status":"ok"}`+"\n")
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		io.WriteString(w, `{"error":"not found"}`+"\n")
-	})
-	return mux
 }
 
 // logWriter turns standard-library log lines into slog warnings.
