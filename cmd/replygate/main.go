@@ -25,7 +25,14 @@ Usage:
   replygate vacation get ADDRESS [--json]
   replygate vacation clear ADDRESS
   replygate vacation list [--json]
-                    (all: [--state DIR] [--config FILE]; TIME is 2026-12-24 or RFC 3339)
+  replygate stamping set ADDRESS on|off
+  replygate stamping get ADDRESS
+  replygate token create NAME (--admin | --address ADDR...)
+  replygate token list
+  replygate token revoke ID
+        (these: the local daemon by default, [--state DIR] [--config FILE];
+         a remote one with --server URL [--cert F --key F] [--ca F] [--token T];
+         TIME is 2026-12-24 or RFC 3339)
   replygate ca init
   replygate ca issue ADDRESS [--admin] [--out DIR]
   replygate ca serve-cert HOST... [--out DIR]
@@ -55,6 +62,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = check(args[1:], stdin, stdout, stderr)
 	case "vacation":
 		err = vacationCmd(args[1:], stdout)
+	case "stamping":
+		err = stampingCmd(args[1:], stdout)
+	case "token":
+		err = tokenCmd(args[1:], stdout)
 	case "ca":
 		err = caCmd(args[1:], stdout)
 	case "version", "--version":

@@ -7,84 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/replygate/replygate/vacation"
-	"github.com/replygate/replygate/vacation/store"
+	"github.com/replygate/replygate/vacation/api"
 )
 
-// storeFile is the SQLite database in the state directory.
-const storeFile = "replygate.db"
-
-// openStore opens the configured store: PostgreSQL when dsn names one
-// (several MTAs sharing state), else SQLite in the state directory
-// (created if missing).
-func openStore(dsn, stateDir string) (store.Store, error) {
-	if dsn != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return store.OpenPostgres(ctx, dsn)
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	return store.OpenSQLite(filepath.Join(stateDir, storeFile))
-}
-
-// openDaemonStore opens the store a daemon uses; it never creates an
-// SQLite file, so a CLI pointed at the wrong directory says so instead of
-// writing settings that no daemon reads.
-func openDaemonStore(dsn, stateDir string) (store.Store, error) {
-	if dsn == "" {
-		if _, err := os.Stat(filepath.Join(stateDir, storeFile)); err != nil {
-			return nil, fmt.Errorf("no replygate state at %s (start `replygate serve` first, or pass --state DIR)", stateDir)
-		}
-	}
-	return openStore(dsn, stateDir)
-}
-
-// vacationJSON is a vacation as the CLI and the API show it.
-type vacationJSON struct {
-	Address      string    `json:"address"`
-	Aliases      []string  `json:"aliases"`
-	Subject      string    `json:"subject"`
-	Body         string    `json:"body"`
-	HTMLBody     string    `json:"html_body,omitempty"`
-	FromName     string    `json:"from_name,omitempty"`
-	Start        *string   `json:"start"`
-	End          *string   `json:"end"`
-	IntervalDays int       `json:"interval_days"`
-	Version      int64     `json:"version"`
-	Updated      time.Time `json:"updated"`
-}
-
-func toJSON(v store.Vacation) vacationJSON {
-	j := vacationJSON{Address: v.Address, Aliases: v.Aliases, Subject: v.Subject, Body: v.Body, HTMLBody: v.HTMLBody,
-		FromName: v.FromName, IntervalDays: v.IntervalDays, Version: v.Version, Updated: v.Updated}
-	if j.Aliases == nil {
-		j.Aliases = []string{}
-	}
-	loc, err := time.LoadLocation(v.TimeZone)
-	if err != nil {
-		loc = time.UTC
-	}
-	for _, p := range []struct {
-		t   time.Time
-		dst **string
-	}{{v.Start, &j.Start}, {v.End, &j.End}} {
-		if !p.t.IsZero() {
-			s := p.t.In(loc).Format(time.RFC3339) // as the user gave it
-			*p.dst = &s
-		}
-	}
-	return j
-}
-
-// vacationCmd runs `replygate vacation set|get|clear|list` against the
-// local store, the same SQLite file the daemon uses (WAL lets both open it).
+// vacationCmd runs `replygate vacation set|get|clear|list` through the
+// API: the local daemon's socket by default, a remote one with --server.
+// The daemon checks every field; the CLI only reads files and flags.
 func vacationCmd(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usageError{errors.New("want set, get, clear or list")}
@@ -96,8 +28,7 @@ func vacationCmd(args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("unknown vacation command %q (want set, get, clear or list)", sub)}
 	}
 	fs := flag.NewFlagSet("vacation "+sub, flag.ContinueOnError)
-	stateDir := fs.String("state", "", "the daemon's state directory")
-	cfgPath := fs.String("config", "", "config file (TOML), for state_dir")
+	cf := addClientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	subject := fs.String("subject", "", `reply subject (default "Auto: <original subject>")`)
 	body := fs.String("body", "", "reply text")
@@ -126,144 +57,107 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	if len(pos) != want {
 		return usageError{fmt.Errorf("vacation %s: want %d address argument(s), got %d", sub, want, len(pos))}
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	if *stateDir != "" {
-		cfg.StateDir = *stateDir
-	}
-	dir, err := cfg.ResolveStateDir()
-	if err != nil {
-		return err
-	}
-	st, err := openDaemonStore(cfg.Store, dir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ctx := context.Background()
-
-	switch sub {
-	case "set":
-		text := *body
-		if *body != "" && *bodyFile != "" {
-			return usageError{errors.New("vacation set: give --body or --body-file, not both")}
-		}
-		if *bodyFile != "" {
-			b, err := os.ReadFile(*bodyFile)
-			if err != nil {
-				return err
-			}
-			text = string(b)
-		}
-		if strings.TrimSpace(text) == "" {
-			return usageError{errors.New("vacation set: --body or --body-file is required")}
-		}
-		if *tz == "" {
-			*tz = localZone()
-		}
-		v := store.Vacation{Address: pos[0], Aliases: aliases, Subject: *subject, Body: text,
-			FromName: *fromName, IntervalDays: *interval, TimeZone: *tz}
-		if *htmlFile != "" {
-			b, err := os.ReadFile(*htmlFile)
-			if err != nil {
-				return err
-			}
-			v.HTMLBody = string(b)
-		}
-		if err := checkLine("--subject", v.Subject); err != nil {
+	var req api.VacationRequest
+	if sub == "set" {
+		if req, err = vacationRequest(*body, *bodyFile, *htmlFile); err != nil {
 			return err
 		}
-		if err := checkLine("--from-name", v.FromName); err != nil {
-			return err
-		}
+		req.Subject, req.FromName, req.Start, req.End, req.Aliases = *subject, *fromName, *start, *end, aliases
+		req.IntervalDays, req.TimeZone = *interval, *tz
 		if *interval < 1 {
 			return usageError{fmt.Errorf("--interval %d: must be at least 1 day", *interval)}
 		}
-		loc, err := time.LoadLocation(*tz)
+		if req.TimeZone == "" {
+			req.TimeZone = localZone()
+		}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	switch sub {
+	case "set":
+		v, err := c.PutVacation(ctx, pos[0], req)
 		if err != nil {
-			return usageError{fmt.Errorf("--tz %q: %v", *tz, err)}
+			return cliError(err)
 		}
-		if *start != "" {
-			if v.Start, err = vacation.ParseTime(*start, loc, false); err != nil {
-				return usageError{fmt.Errorf("--start %v", err)}
-			}
-		}
-		if *end != "" {
-			if v.End, err = vacation.ParseTime(*end, loc, true); err != nil {
-				return usageError{fmt.Errorf("--end %v", err)}
-			}
-		}
-		if !v.Start.IsZero() && !v.End.IsZero() && !v.End.After(v.Start) {
-			return usageError{errors.New("--end: must be after --start")}
-		}
-		saved, err := st.PutVacation(ctx, v)
-		if err != nil {
-			return err
-		}
-		return printVacation(stdout, saved, *asJSON)
+		return printVacation(stdout, v, *asJSON)
 	case "get":
-		v, err := st.GetVacation(ctx, pos[0])
-		if errors.Is(err, store.ErrNotFound) {
+		v, err := c.GetVacation(ctx, pos[0])
+		if notFound(err) {
 			return fmt.Errorf("%s has no vacation", pos[0])
 		}
 		if err != nil {
-			return err
+			return cliError(err)
 		}
 		return printVacation(stdout, v, *asJSON)
 	case "clear":
-		err := st.DeleteVacation(ctx, pos[0])
-		if errors.Is(err, store.ErrNotFound) {
+		err := c.DeleteVacation(ctx, pos[0])
+		if notFound(err) {
 			return fmt.Errorf("%s has no vacation", pos[0])
 		}
-		return err
-	case "list":
-		vs, err := st.ListVacations(ctx)
+		return cliError(err)
+	default: // list
+		vs, err := c.ListVacations(ctx)
 		if err != nil {
-			return err
+			return cliError(err)
 		}
 		if *asJSON {
-			out := make([]vacationJSON, len(vs))
-			for i, v := range vs {
-				out[i] = toJSON(v)
-			}
-			return json.NewEncoder(stdout).Encode(out)
+			return json.NewEncoder(stdout).Encode(vs)
 		}
 		for _, v := range vs {
 			fmt.Fprintf(stdout, "%s\t%s\n", v.Address, window(v))
 		}
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown vacation command %q (want set, get, clear or list)", sub)}
 }
 
-// checkLine refuses CR, LF and other control characters in a value that
-// ends up in a header.
-func checkLine(flag, s string) error {
-	if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return usageError{fmt.Errorf("%s: must be one line without control characters", flag)}
+// vacationRequest reads the reply's text from the flags and files.
+func vacationRequest(body, bodyFile, htmlFile string) (api.VacationRequest, error) {
+	var req api.VacationRequest
+	if body != "" && bodyFile != "" {
+		return req, usageError{errors.New("vacation set: give --body or --body-file, not both")}
 	}
-	return nil
+	req.Body = body
+	if bodyFile != "" {
+		b, err := os.ReadFile(bodyFile)
+		if err != nil {
+			return req, err
+		}
+		req.Body = string(b)
+	}
+	if strings.TrimSpace(req.Body) == "" {
+		return req, usageError{errors.New("vacation set: --body or --body-file is required")}
+	}
+	if htmlFile != "" {
+		b, err := os.ReadFile(htmlFile)
+		if err != nil {
+			return req, err
+		}
+		req.HTMLBody = string(b)
+	}
+	return req, nil
 }
 
-func window(v store.Vacation) string {
-	loc, err := time.LoadLocation(v.TimeZone)
-	if err != nil {
-		loc = time.UTC
-	}
-	f := func(t time.Time, open string) string {
-		if t.IsZero() {
+func notFound(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+}
+
+func window(v api.Vacation) string {
+	f := func(t *string, open string) string {
+		if t == nil {
 			return open
 		}
-		return t.In(loc).Format(time.RFC3339)
+		return *t
 	}
 	return f(v.Start, "now") + " to " + f(v.End, "until cleared")
 }
 
-func printVacation(w io.Writer, v store.Vacation, asJSON bool) error {
+func printVacation(w io.Writer, v api.Vacation, asJSON bool) error {
 	if asJSON {
-		return json.NewEncoder(w).Encode(toJSON(v))
+		return json.NewEncoder(w).Encode(v)
 	}
 	fmt.Fprintf(w, "address: %s\n", v.Address)
 	if len(v.Aliases) > 0 {
@@ -275,6 +169,125 @@ func printVacation(w io.Writer, v store.Vacation, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "subject: %s\nactive: %s\ninterval: %d days\n\n%s\n", subject, window(v), v.IntervalDays, v.Body)
 	return nil
+}
+
+// stampingCmd runs `replygate stamping set ADDRESS on|off` and
+// `replygate stamping get ADDRESS`: whether all of a user's own mail is
+// stamped X-Allow-Auto-Reply: no.
+func stampingCmd(args []string, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "set" && args[0] != "get") {
+		return usageError{errors.New("want set ADDRESS on|off, or get ADDRESS")}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("stamping "+sub, flag.ContinueOnError)
+	cf := addClientFlags(fs)
+	pos, err := parseFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	want := map[string]int{"set": 2, "get": 1}[sub]
+	if len(pos) != want {
+		return usageError{fmt.Errorf("stamping %s: want %d argument(s), got %d", sub, want, len(pos))}
+	}
+	var on bool
+	if sub == "set" {
+		switch pos[1] {
+		case "on", "true", "yes":
+			on = true
+		case "off", "false", "no":
+		default:
+			return usageError{fmt.Errorf("stamping set: %q: want on or off", pos[1])}
+		}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if sub == "set" {
+		on, err = c.SetStamping(context.Background(), pos[0], on)
+	} else {
+		on, err = c.GetStamping(context.Background(), pos[0])
+	}
+	if err != nil {
+		return cliError(err)
+	}
+	state := "off"
+	if on {
+		state = "on"
+	}
+	fmt.Fprintf(stdout, "%s: stamping all mail %s\n", pos[0], state)
+	return nil
+}
+
+// tokenCmd runs `replygate token create|list|revoke` (admins): bearer
+// tokens for integrations. The secret is printed once, at creation.
+func tokenCmd(args []string, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke") {
+		return usageError{errors.New("want create NAME (--admin | --address ADDR...), list, or revoke ID")}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
+	cf := addClientFlags(fs)
+	admin := fs.Bool("admin", false, "the token manages every address")
+	asJSON := fs.Bool("json", false, "print JSON")
+	var addrs stringList
+	fs.Var(&addrs, "address", "an address the token manages (repeatable)")
+	pos, err := parseFlags(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	want := map[string]int{"create": 1, "list": 0, "revoke": 1}[sub]
+	if len(pos) != want {
+		return usageError{fmt.Errorf("token %s: want %d argument(s), got %d", sub, want, len(pos))}
+	}
+	if sub == "create" && *admin == (len(addrs) > 0) {
+		return usageError{errors.New("token create: give --admin or --address, not both")}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	switch sub {
+	case "create":
+		t, err := c.CreateToken(ctx, api.TokenRequest{Name: pos[0], Admin: *admin, Addresses: addrs})
+		if err != nil {
+			return cliError(err)
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(t)
+		}
+		fmt.Fprintf(stdout, "%s\n# id %s; shown once: keep it secret. Use: Authorization: Bearer <token>\n", t.Token, t.ID)
+		return nil
+	case "list":
+		ts, err := c.ListTokens(ctx)
+		if err != nil {
+			return cliError(err)
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(ts)
+		}
+		for _, t := range ts {
+			scope := strings.Join(t.Addresses, ",")
+			if t.Admin {
+				scope = "admin"
+			}
+			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", t.ID, t.Name, scope, t.Created.Format("2006-01-02"))
+		}
+		return nil
+	default:
+		return cliError(c.RevokeToken(ctx, pos[0]))
+	}
 }
 
 // localZone names this machine's time zone as an IANA name, so that the
