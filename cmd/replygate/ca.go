@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -120,6 +121,10 @@ func caCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	keyPath := strings.TrimSuffix(certPath, ".crt") + ".key"
+	// A new --out directory holds a private key: only its owner reads it.
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
 	if err := siteca.WritePair(certPath, keyPath, certPEM, keyPEM, *force); err != nil {
 		return err
 	}
