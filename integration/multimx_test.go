@@ -331,7 +331,9 @@ func TestTwoMXKillNine(t *testing.T) {
 // is never stopped) goes down and comes back under a running replygate.
 // While it is down every message is accepted at once, without a reply,
 // and each is logged; afterwards replies resume by themselves, both the
-// ones queued before the outage and those of new mail.
+// ones queued before the outage and those of new mail. A second
+// instance with fail_action = "tempfail" makes the MTA keep the message
+// instead, so its sender is answered when the MTA retries.
 func TestPostgresOutage(t *testing.T) {
 	t.Parallel()
 	pg := mtalab.StartPostgres(t)
@@ -339,7 +341,8 @@ func TestPostgresOutage(t *testing.T) {
 	// A short lease: replies in flight when the store went away are sent
 	// soon after it is back.
 	rg := startReplygate(t, mxConfig(pg.DSN(), sink.Addr(), `outbox_lease = "6s"`))
-	logOnFailure(t, map[string]*daemon{"replygate": rg})
+	strict := startReplygate(t, mxConfig(pg.DSN(), sink.Addr())+"[milter]\nfail_action = \"tempfail\"\n")
+	logOnFailure(t, map[string]*daemon{"replygate": rg, "tempfail": strict})
 	vacationCLI(t, rg, "set", "bob@example.com", "--body", "Away.")
 
 	// Before: replies are queued, and the relay holds two of them in
@@ -365,17 +368,24 @@ func TestPostgresOutage(t *testing.T) {
 	if slowest > 3*time.Second {
 		t.Errorf("the slowest message took %v to be accepted while PostgreSQL was down, want at most offer_timeout (1s) and change", slowest)
 	}
+	if act, err := milterSend(strict.Milter, "patient@remote.example", "bob@example.com", "patient"); err != nil || act != gomilter.ActTempFail {
+		t.Errorf("with fail_action tempfail, a message while PostgreSQL is down: action %q, %v; want tempfail", act, err)
+	}
 	rg.WaitLines(t, 10*time.Second, "a refusal per message", func(l []map[string]any) bool {
 		return len(filter(l, "responder refused message"))+len(filter(l, "responder overloaded, applying fail action")) >= len(during)
 	})
-	rg.WaitLines(t, 30*time.Second, "the store gone", func(l []map[string]any) bool {
-		return len(filter(l, "store unreachable; mail flows on without vacation replies until it answers")) > 0
-	})
+	for _, d := range []*daemon{rg, strict} {
+		d.WaitLines(t, 30*time.Second, "the store gone", func(l []map[string]any) bool {
+			return len(filter(l, "store unreachable; mail flows on without vacation replies until it answers")) > 0
+		})
+	}
 	sink.Release() // the sends in flight fail now, with no store to record it
 	pg.Start(t)
-	rg.WaitLines(t, 30*time.Second, "the store back", func(l []map[string]any) bool {
-		return len(filter(l, "store reachable; vacation replies resume")) > 0
-	})
+	for _, d := range []*daemon{rg, strict} {
+		d.WaitLines(t, 30*time.Second, "the store back", func(l []map[string]any) bool {
+			return len(filter(l, "store reachable; vacation replies resume")) > 0
+		})
+	}
 
 	// After: new mail is answered again, and the replies queued before
 	// the outage go out.
@@ -383,7 +393,9 @@ func TestPostgresOutage(t *testing.T) {
 	for i, from := range after {
 		mustAccept(t, rg.Milter, from, "bob@example.com", fmt.Sprintf("after-%d", i))
 	}
+	mustAccept(t, strict.Milter, "patient@remote.example", "bob@example.com", "patient") // the MTA's retry
 	want := append(append([]string(nil), before...), after...)
+	want = append(want, "patient@remote.example")
 	sink.WaitFor(t, 60*time.Second, fmt.Sprintf("%d replies", len(want)), func(m []mtalab.Message) bool {
 		return len(replies(m)) >= len(want)
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/replygate/replygate/vacation/api"
 	"github.com/replygate/replygate/vacation/compose"
 	"github.com/replygate/replygate/vacation/dkimsign"
+	"github.com/replygate/replygate/vacation/store"
 )
 
 func serve(args []string, stderr io.Writer) error {
@@ -141,12 +142,16 @@ func serve(args []string, stderr io.Writer) error {
 	mcfg.Aliases, mcfg.OptIn = lk.Aliases, lk.OptIn
 	filter := milter.New(p, mcfg, logger, offerFunc(func(ctx context.Context, m milter.Inbound) error {
 		err := responder.Offer(ctx, toVacation(m))
-		// A full outbox, or a store slower than offer_timeout: the milter
-		// answers with its fail action. With tempfail the MTA brings the
-		// message back and the reply is not lost; with accept (the
-		// default) the message flows on without a reply, counted.
-		if errors.Is(err, vacation.ErrOutboxFull) || errors.Is(err, context.DeadlineExceeded) {
+		// A full outbox, a store slower than offer_timeout, or one that
+		// is down: the milter answers with its fail action. With
+		// tempfail the MTA brings the message back and the reply is not
+		// lost; with accept (the default) the message flows on without a
+		// reply, logged and counted.
+		switch {
+		case errors.Is(err, vacation.ErrOutboxFull) || errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("%w: %w", milter.ErrOverload, err)
+		case err != nil && store.Unreachable(err):
+			return fmt.Errorf("%w: store unreachable: %w", milter.ErrOverload, err)
 		}
 		return err
 	}))
