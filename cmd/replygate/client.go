@@ -59,10 +59,24 @@ func (f clientFlags) client() (*api.Client, error) {
 		return nil, err
 	}
 	sock := socketPath(cfg, dir)
-	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+	if !isSocket(sock) && *f.state == "" && *f.config == "" && isSocket(systemdSocket) {
+		// An admin's shell has none of the service's environment; the
+		// unit in contrib/systemd keeps its state here.
+		sock = systemdSocket
+	}
+	if !isSocket(sock) {
 		return nil, fmt.Errorf("no replygate daemon at %s (start `replygate serve` first, pass --state DIR or --config FILE, or --server URL)", sock)
 	}
 	return api.NewLocal(sock), nil
+}
+
+// systemdSocket is the local socket of the daemon that
+// contrib/systemd/replygate.service runs (StateDirectory=replygate).
+const systemdSocket = "/var/lib/replygate/" + socketFile
+
+func isSocket(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
 // flagOf names, in the CLI's words, the JSON field an API error names.
