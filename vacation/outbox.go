@@ -162,10 +162,11 @@ func (o *Outbox) Run(ctx context.Context) {
 		// than Sessions connections from us.
 		free := o.cfg.Sessions - len(slots)
 		var due []store.Reply
+		claimed := o.now()
 		if free > 0 {
 			sctx, cancel := storeCtx(ctx)
 			var err error
-			due, err = o.store.Claim(sctx, o.now(), o.cfg.Lease, free)
+			due, err = o.store.Claim(sctx, claimed, o.cfg.Lease, free)
 			cancel()
 			switch {
 			case err != nil && !claimFailing:
@@ -184,7 +185,7 @@ func (o *Outbox) Run(ctx context.Context) {
 			wg.Go(func() {
 				defer o.Wake() // a free session: look for more
 				defer func() { <-slots }()
-				o.deliver(ctx, r, o.now().Add(o.cfg.Lease))
+				o.deliver(ctx, r, claimed.Add(o.cfg.Lease))
 			})
 		}
 		if len(due) == free && free > 0 {
