@@ -42,12 +42,7 @@ func caCmd(args []string, stdout io.Writer) error {
 	if sub == "issue" {
 		flags.BoolVar(admin, "admin", false, "an admin certificate (prints the config line that makes it one)")
 	}
-	pos, err := parseFlags(flags, args)
-	if errors.Is(err, flag.ErrHelp) {
-		flags.SetOutput(stdout)
-		flags.PrintDefaults()
-		return err
-	}
+	pos, err := parseFlagsHelp(flags, args, stdout)
 	if err != nil {
 		return err
 	}

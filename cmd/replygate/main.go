@@ -99,11 +99,20 @@ func (e usageError) Unwrap() error { return e.error }
 // parseFlags parses args, allowing flags after positional arguments
 // (`replygate check mail.eml --json`), and returns the positionals.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	return parseFlagsHelp(fs, args, nil)
+}
+
+// parseFlagsHelp is parseFlags that, given -h, prints the flags to help.
+func parseFlagsHelp(fs *flag.FlagSet, args []string, help io.Writer) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				if help != nil {
+					fs.SetOutput(help)
+					fs.PrintDefaults()
+				}
 				return nil, err
 			}
 			return nil, usageError{err}

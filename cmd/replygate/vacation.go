@@ -41,12 +41,7 @@ func vacationCmd(args []string, stdout io.Writer) error {
 	tz := fs.String("tz", "", "time zone of plain dates, an IANA name (default: this machine's)")
 	var aliases stringList
 	fs.Var(&aliases, "alias", "another address that names the user (repeatable)")
-	pos, err := parseFlags(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return err
-	}
+	pos, err := parseFlagsHelp(fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -181,12 +176,7 @@ func stampingCmd(args []string, stdout io.Writer) error {
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("stamping "+sub, flag.ContinueOnError)
 	cf := addClientFlags(fs)
-	pos, err := parseFlags(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return err
-	}
+	pos, err := parseFlagsHelp(fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -237,12 +227,7 @@ func tokenCmd(args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	var addrs stringList
 	fs.Var(&addrs, "address", "an address the token manages (repeatable)")
-	pos, err := parseFlags(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return err
-	}
+	pos, err := parseFlagsHelp(fs, args, stdout)
 	if err != nil {
 		return err
 	}
