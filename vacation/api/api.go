@@ -281,6 +281,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, store.ErrAddressTaken):
 		writeError(w, http.StatusConflict, "aliases: "+err.Error())
+	case store.Unreachable(err):
+		// Nothing was stored; the client may try again.
+		s.log.Warn("api request failed: store unreachable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "store unavailable; nothing was changed, try again later")
 	default:
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal error")

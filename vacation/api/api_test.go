@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -416,15 +417,41 @@ func TestLocalSocket(t *testing.T) {
 		switch {
 		case allowed && err != nil:
 			t.Errorf("local PUT as uid %d = %v", uid, err)
-		case !allowed && (err == nil || !errorsAs(err, &ae) || ae.Status != 401):
+		case !allowed && (err == nil || !errors.As(err, &ae) || ae.Status != 401):
 			t.Errorf("local PUT as an unlisted uid = %v, want 401", err)
 		}
 		srv.Close()
 	}
 }
 
-func errorsAs(err error, target **api.Error) bool {
-	e, ok := err.(*api.Error)
-	*target = e
-	return ok
+
+// TestStoreDown: with PostgreSQL unreachable the API answers 503 and
+// says nothing was changed; it is no authentication failure.
+func TestStoreDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens here now
+	st, err := store.NewPostgres("postgres://replygate@" + dead + "/test?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var logs syncBuffer
+	s := api.New(st, api.Config{LocalUIDs: func(uint32) bool { return true }}, slog.New(slog.NewJSONHandler(&logs, nil)), time.Now)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ConnContext: api.LocalConnContext}
+	go srv.Serve(uln)
+	defer srv.Close()
+	_, err = api.NewLocal(sock).PutVacation(context.Background(), "erin@example.com", api.VacationRequest{Body: "Away."})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || !strings.Contains(ae.Message, "nothing was changed") {
+		t.Errorf("PUT with the store down = %v, want 503 saying nothing was changed", err)
+	}
 }
