@@ -3,9 +3,9 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -423,7 +423,6 @@ func TestLocalSocket(t *testing.T) {
 		srv.Close()
 	}
 }
-
 
 // TestStoreDown: with PostgreSQL unreachable the API answers 503 and
 // says nothing was changed; it is no authentication failure.
