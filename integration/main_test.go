@@ -67,7 +67,7 @@ type daemon struct {
 // test ends, failing the test if it does not exit 0.
 func startReplygate(t testing.TB, config string) *daemon {
 	t.Helper()
-	d := spawnReplygate(t, mtalab.FreeAddr(t), config)
+	d := spawnUnraced(t, func() string { return mtalab.FreeAddr(t) }, config)
 	t.Cleanup(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -90,7 +90,7 @@ func startReplygate(t testing.TB, config string) *daemon {
 // with SIGKILL, so its exit status is not checked.
 func startKillableReplygate(t testing.TB, addr, config string) *daemon {
 	t.Helper()
-	d := spawnReplygate(t, addr, config)
+	d := spawnUnraced(t, func() string { return addr }, config)
 	t.Cleanup(func() {
 		d.cmd.Process.Kill()
 		<-d.done
@@ -100,6 +100,44 @@ func startKillableReplygate(t testing.TB, addr, config string) *daemon {
 	})
 	d.waitReady(t)
 	return d
+}
+
+// spawnUnraced is spawnReplygate with the milter on addr(), again (up to
+// three times) when another process took one of its ports first: a
+// port FreeAddr chose is free only when chosen, and in a parallel run
+// another test's server, or an outgoing connection's ephemeral port, may
+// take it before replygate binds it.
+func spawnUnraced(t testing.TB, addr func() string, config string) *daemon {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		d := spawnReplygate(t, addr(), config)
+		if attempt == 3 || !d.lostPort() {
+			return d
+		}
+		t.Logf("replygate lost a port to another process; again on other ports:\n%s", d.Log())
+	}
+}
+
+// lostPort waits until d is ready or has exited, and reports whether it
+// exited because an address it was to listen on was in use.
+func (d *daemon) lostPort() bool {
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		d.mu.Lock()
+		lines, changed := append([]map[string]any(nil), d.lines...), d.changed
+		d.mu.Unlock()
+		if len(filter(lines, "ready")) > 0 {
+			return false
+		}
+		select {
+		case <-changed:
+		case <-d.done:
+			return strings.Contains(d.Log(), "address already in use")
+		case <-deadline.C:
+			return false // waitReady reports it
+		}
+	}
 }
 
 // spawnReplygate starts the binary with its milter on addr and reads its
