@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -20,9 +21,10 @@ import (
 )
 
 // Postgres is a private PostgreSQL cluster for one test: its own data
-// directory, a free loopback port and a unix socket directory of its own,
-// so that a test may stop, start or crash it without touching the
-// server other tests share (127.0.0.1:5432).
+// directory, a free loopback port (below the ephemeral range, so that no
+// outgoing connection takes it while the cluster is stopped) and a unix
+// socket directory of its own, so that a test may stop, start or crash
+// it without touching the server other tests share (127.0.0.1:5432).
 //
 // Use it for fault tests (the database goes away and comes back); tests
 // that only need a database are faster on the shared server with a
@@ -184,12 +186,11 @@ func newPostgres(bin string, cred *syscall.Credential) (*Postgres, error) {
 // configure appends the lab's settings to postgresql.conf on a fresh
 // free port (PostgreSQL takes the last value of a setting).
 func (p *Postgres) configure() error {
-	addr, err := freeAddr()
+	port, err := stablePort()
 	if err != nil {
 		return err
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	p.Port, _ = strconv.Atoi(port)
+	p.Port = port
 	conf := fmt.Sprintf(`
 # mtalab
 listen_addresses = '127.0.0.1'
@@ -206,6 +207,38 @@ log_min_messages = warning
 	}
 	_, err = f.WriteString(conf)
 	return errors.Join(err, f.Close())
+}
+
+// stablePort returns a free loopback port below the kernel's ephemeral
+// range when there is room for one: the cluster must get its port back
+// at Start, and while it is stopped any outgoing connection of a
+// parallel test could take a port from the ephemeral range as its own.
+func stablePort() (int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const from = 20000
+	if low-from >= 1000 {
+		for range 100 {
+			port := from + rand.IntN(low-from)
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err == nil {
+				ln.Close()
+				return port, nil
+			}
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return 0, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(port)
 }
 
 // run runs one of the server programs as the cluster's owner.
