@@ -225,8 +225,8 @@ func (o *Outbox) deliver(ctx context.Context, r store.Reply, leaseEnd time.Time)
 		rerr := o.store.Retry(sctx, r.ID, r.Claim, next, err.Error())
 		cancel()
 		switch {
-		case errors.Is(rerr, store.ErrLeaseLost):
-			log.Warn("reply not rescheduled: its lease ran out and another claimer holds it", "err", err)
+		case errors.Is(rerr, store.ErrLeaseLost), errors.Is(rerr, store.ErrNotFound):
+			log.Warn("reply not rescheduled: its lease ran out and another claimer holds it or has finished it", "err", err)
 		case rerr != nil:
 			log.Error("reply not rescheduled; retried when its lease ends", "err", rerr)
 		}
