@@ -136,6 +136,16 @@ func (p *Postfix) Flush(ctx context.Context) error {
 	return nil
 }
 
+// Queue lists the instance's mail queue as `postqueue -p` prints it;
+// an empty queue is "Mail queue is empty".
+func (p *Postfix) Queue(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, filepath.Join(filepath.Dir(p.postfix), "postqueue"), "-c", p.ConfigDir, "-p").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("postqueue -p: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
 // Stop ends the instance: SIGTERM to the master, as `postfix stop` does,
 // and `postfix stop` itself if the master does not go away. Safe to call
 // more than once.
