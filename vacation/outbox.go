@@ -16,9 +16,9 @@ import (
 
 // OutboxConfig holds the worker's knobs; the zero value of each is its default.
 type OutboxConfig struct {
-	Relay    string        // host:port of the SMTP relay
-	Helo     string        // name in EHLO; default "localhost"
-	Sessions int // relay sessions at once; default 2
+	Relay    string // host:port of the SMTP relay
+	Helo     string // name in EHLO; default "localhost"
+	Sessions int    // relay sessions at once; default 2
 	// Lease is how long a claimed reply is ours: another process sharing
 	// the store takes it over when the lease ends, so it is also how long
 	// the replies of a process that died wait. Default 2×Timeout+10s.
@@ -26,8 +26,8 @@ type OutboxConfig struct {
 	Poll  time.Duration // how often to look for due retries; default 5s
 	// Timeout bounds one SMTP exchange; default 60s, and never more than
 	// half the Lease, so that a send ends well inside its lease.
-	Timeout time.Duration
-	MaxTries int           // attempts before a reply is dropped; default 30
+	Timeout  time.Duration
+	MaxTries int // attempts before a reply is dropped; default 30
 	// Credit, when set, gets back the credit of every reply that is done.
 	Credit *Credit
 	// MaxQueued bounds the outbox: past it new replies are refused (and
@@ -206,11 +206,14 @@ func (o *Outbox) Run(ctx context.Context) {
 // back-off.
 func (o *Outbox) deliver(ctx context.Context, r store.Reply, leaseEnd time.Time) {
 	log := o.log.With("user", r.User, "rcpt", r.Rcpt, "outbox_id", r.ID)
-	err := o.send(r)
+	quit, err := o.send(r)
+	defer quit()
 	var se *smtp.SMTPError
 	switch {
 	case err == nil:
 		defer o.finished(r)
+		// Done before QUIT: the relay has the reply, and until Done
+		// commits a crash sends it again after the restart.
 		o.done(ctx, r, leaseEnd, log)
 		o.Sent.Add(1)
 		log.Info("reply sent", "attempts", r.Attempts+1)
@@ -283,41 +286,51 @@ func backoff(attempts int) time.Duration {
 	return min(d, time.Hour)
 }
 
-func (o *Outbox) send(r store.Reply) error {
+// send hands r to the relay and returns as soon as the relay has answered
+// the end of DATA. A 2xx answer means the relay has the reply: the caller
+// records that (Done) and only then calls quit, which says QUIT and
+// closes the connection. A kill -9 between the relay's answer and Done
+// sends the reply again after the restart; waiting for QUIT's answer
+// first would widen that window by a round trip, or by the whole timeout
+// with a relay that is slow to answer QUIT. quit is never nil.
+func (o *Outbox) send(r store.Reply) (quit func(), err error) {
+	quit = func() {}
 	// One deadline for the whole exchange, the dial included.
 	deadline := time.Now().Add(o.cfg.Timeout)
 	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", o.cfg.Relay)
 	if err != nil {
-		return err
+		return quit, err
 	}
 	conn.SetDeadline(deadline)
 	c := smtp.NewClient(conn)
-	defer c.Close()
+	quit = func() { c.Close() }
 	if err := c.Hello(o.cfg.Helo); err != nil {
-		return err
+		return quit, err
 	}
 	if err := c.Mail(r.MailFrom, nil); err != nil {
-		return err
+		return quit, err
 	}
 	if err := c.Rcpt(r.Rcpt, nil); err != nil {
-		return err
+		return quit, err
 	}
 	w, err := c.Data()
 	if err != nil {
-		return err
+		return quit, err
 	}
 	if _, err := w.Write(r.Message); err != nil {
-		return err
+		return quit, err
 	}
 	if err := w.Close(); err != nil {
-		return err
+		return quit, err
 	}
 	// The relay has taken the message: from here on it is sent, whatever
 	// QUIT says; retrying would send it twice.
-	if err := c.Quit(); err != nil {
-		o.log.Debug("QUIT after a sent reply failed", "rcpt", r.Rcpt, "err", err)
-	}
-	return nil
+	return func() {
+		defer c.Close()
+		if err := c.Quit(); err != nil {
+			o.log.Debug("QUIT after a sent reply failed", "rcpt", r.Rcpt, "err", err)
+		}
+	}, nil
 }
 
 // Depth reports the replies in the outbox as this process counts them.

@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/textproto"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -333,5 +336,72 @@ func TestOutboxLease(t *testing.T) {
 		if got.Lease != tt.lease || got.Timeout != tt.timeout {
 			t.Errorf("%s: withDefaults() = lease %v, timeout %v; want %v, %v", tt.name, got.Lease, got.Timeout, tt.lease, tt.timeout)
 		}
+	}
+}
+
+// TestOutboxDoneBeforeQuit: a reply is marked done as soon as the relay
+// has taken it (its answer to the end of DATA), not after QUIT. A crash
+// between the two sends the reply again after a restart, so a relay
+// slow to answer QUIT (here: never) must not widen that window.
+func TestOutboxDoneBeforeQuit(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	atQuit := make(chan int, 1) // the outbox's length when QUIT came
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tp := textproto.NewConn(c)
+		tp.PrintfLine("220 relay.example ESMTP")
+		for {
+			line, err := tp.ReadLine()
+			if err != nil {
+				return
+			}
+			switch cmd, _, _ := strings.Cut(strings.ToUpper(line), " "); cmd {
+			case "DATA":
+				tp.PrintfLine("354 go ahead")
+				if _, err := tp.ReadDotBytes(); err != nil {
+					return
+				}
+				tp.PrintfLine("250 2.0.0 queued")
+			case "QUIT":
+				n, err := st.OutboxLen(ctx)
+				if err != nil {
+					n = -1
+				}
+				atQuit <- n
+				<-release // no answer
+				return
+			default:
+				tp.PrintfLine("250 ok")
+			}
+		}
+	}()
+	o := NewOutbox(st, OutboxConfig{Relay: ln.Addr().String(), Poll: 20 * time.Millisecond, Timeout: 10 * time.Second}, quiet, time.Now)
+	ok, err := st.ReserveAndEnqueue(ctx, store.Reservation{User: "bob@example.com", Sender: "alice@example.org", Version: 1, Interval: time.Hour, Now: time.Now()},
+		store.Reply{User: "bob@example.com", Rcpt: "alice@example.org", Message: []byte("Subject: away\r\n\r\nAway.\r\n"), NextTry: time.Now(), Created: time.Now()})
+	if err != nil || !ok {
+		t.Fatalf("queue: %v %v", ok, err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go o.Run(runCtx)
+	select {
+	case n := <-atQuit:
+		if n != 0 {
+			t.Errorf("outbox holds %d replies when QUIT reaches the relay, want 0: the sent reply is marked done only after QUIT", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no QUIT at the relay within 10s")
 	}
 }
