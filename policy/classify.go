@@ -104,7 +104,7 @@ func (v Verdict) MarshalJSON() ([]byte, error) {
 	}
 	add := []field{}
 	for _, f := range v.AddHeaders() {
-		add = append(add, field{f.Name, f.Value})
+		add = append(add, field(f))
 	}
 	rcpts := v.Recipients
 	if rcpts == nil {

@@ -58,7 +58,7 @@ func TestCAInitFiles(t *testing.T) {
 			t.Errorf("mode of %s = %o, want %o", name, got, want)
 		}
 	}
-	if !ca.Cert.IsCA || ca.Cert.NotAfter.Sub(time.Now()) < (DefaultCADays-1)*24*time.Hour {
+	if !ca.Cert.IsCA || time.Until(ca.Cert.NotAfter) < (DefaultCADays-1)*24*time.Hour {
 		t.Errorf("CA IsCA=%v NotAfter=%v, want a CA valid ~%d days", ca.Cert.IsCA, ca.Cert.NotAfter, DefaultCADays)
 	}
 	if ca.Cert.SerialNumber.BitLen() < 64 {
@@ -308,7 +308,7 @@ func handshake(t *testing.T, ca *CA, serverName string, server tls.Certificate, 
 		// reports only after the client's side of the handshake is done.
 		var b [1]byte
 		if _, err := io.ReadFull(s, b[:]); err == nil {
-			_, err = s.Write(b[:])
+			s.Write(b[:])
 		}
 		done <- result{peer: s.ConnectionState().PeerCertificates[0], err: err}
 	}()
