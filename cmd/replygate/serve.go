@@ -67,6 +67,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if err := checkStateDir(state); err != nil {
+		return err
+	}
 
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	// go-milter reports protocol errors through the standard logger.
