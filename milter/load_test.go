@@ -169,8 +169,8 @@ func TestLoad(t *testing.T) {
 	}
 
 	per := func(a, b uint64) float64 { return float64(int64(a)-int64(b)) / float64(n) / 1024 }
-	t.Logf("%d sessions, each %d header fields one second apart, then To and end of message, in %v (opened in %v); GOMAXPROCS %d, %s",
-		n, fields, time.Since(start).Round(time.Millisecond), opened.Round(time.Millisecond), runtime.GOMAXPROCS(0), raceNote)
+	t.Logf("%d sessions, each %d header fields one second apart, then To and end of message, in %v (opened in %v); GOMAXPROCS %d, %s, %s",
+		n, fields, time.Since(start).Round(time.Millisecond), opened.Round(time.Millisecond), runtime.GOMAXPROCS(0), runtime.Version(), raceNote)
 	t.Logf("held (at the last field): goroutines %d → %d (%.2f per session); heap %.1f → %.1f MiB (%.1f KiB per session); stacks %.1f → %.1f MiB (%.1f KiB per session); RSS %.1f → %.1f MiB (%.1f KiB per session)",
 		base.goroutines, held.goroutines, float64(held.goroutines-base.goroutines)/float64(n),
 		mib(base.heap), mib(held.heap), per(held.heap, base.heap),

@@ -149,7 +149,7 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 func (s *session) headerFrame(data []byte) {
 	name, value, _ := bytes.Cut(data, []byte{0})
 	value = bytes.TrimSuffix(value, []byte{0})
-	s.header.Add(string(name), string(value))
+	s.header.AddBytes(name, value)
 }
 
 // headerDropped notes a header field too long to keep.

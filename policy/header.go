@@ -69,6 +69,20 @@ func (h *Header) Add(name, value string) {
 	h.Fields = append(h.Fields, Field{name, value})
 }
 
+// AddBytes is Add for byte slices, which it copies only when the field
+// is kept: a header past its limits costs no allocation per field.
+func (h *Header) AddBytes(name, value []byte) {
+	if h.limits.MaxFields == 0 {
+		*h = NewHeader(h.limits)
+	}
+	n := len(name) + len(value)
+	if len(h.Fields) >= h.limits.MaxFields || h.bytes+n > h.limits.MaxBytes || n > MaxFieldBytes {
+		h.Truncated = true
+		return
+	}
+	h.Add(string(name), string(value))
+}
+
 // Reset empties the header for the next message, keeping its memory.
 func (h *Header) Reset() {
 	clear(h.Fields)
@@ -110,11 +124,7 @@ func ReadHeader(r io.Reader, l Limits) (Header, error) {
 	var name, value []byte // reused: a header past its limits costs no allocation per field
 	flush := func() {
 		if len(name) > 0 {
-			if len(h.Fields) >= h.limits.MaxFields {
-				h.Truncated = true
-			} else {
-				h.Add(string(name), string(value))
-			}
+			h.AddBytes(name, value)
 		}
 		name, value = name[:0], value[:0]
 	}
