@@ -132,12 +132,6 @@ func (a *apiListeners) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// close closes listeners that never served (a failed start).
-func (a *apiListeners) close() {
-	a.tcp.Close()
-	a.local.Close()
-	os.Remove(a.socket)
-}
 
 // apiConfig is the API's authentication as the config sets it.
 func apiConfig(cfg config.Config) (api.Config, error) {
