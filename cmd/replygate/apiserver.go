@@ -132,7 +132,6 @@ func (a *apiListeners) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-
 // apiConfig is the API's authentication as the config sets it.
 func apiConfig(cfg config.Config) (api.Config, error) {
 	c := api.Config{Admins: cfg.API.Admins}
