@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -577,4 +579,58 @@ func TestResponderOverload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListenUnixMode: the socket has its mode from the start, under any
+// umask, is reported and dialled at its path, and goes away on Close; a
+// live one is not taken over, a stale one is replaced.
+func TestListenUnixMode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "milter.sock")
+	old := syscall.Umask(0)
+	ln, err := Listen(Spec{"unix", path}, 0o660)
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode() != os.ModeSocket|0o660 {
+		t.Errorf("socket %v %v, want mode 0660", fi, err)
+	}
+	if got := ln.Addr().String(); got != path {
+		t.Errorf("Addr() = %s, want %s", got, path)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d entries beside the socket, want none: %v", len(entries)-1, entries)
+	}
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c.Close()
+	if _, err := Listen(Spec{"unix", path}, 0o660); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("Listen on a live socket = %v, want refused", err)
+	}
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("socket still there after Close: %v", err)
+	}
+	// A stale socket (its process died, nobody listens) is replaced.
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	ln, err = Listen(Spec{"unix", path}, 0o600)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	ln.Close()
 }

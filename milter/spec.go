@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -102,13 +103,48 @@ func Listen(spec Spec, perm fs.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	ln, err := net.Listen("unix", spec.Address)
+	// Bind in a private directory beside the path, set the mode there,
+	// then rename the socket into place: bound at its path, it would have
+	// the umask's mode until the chmod, and under umask 000 anyone could
+	// connect in that moment whatever socket_mode says.
+	dir, err := os.MkdirTemp(filepath.Dir(spec.Address), ".rg")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(spec.Address, perm); err != nil {
+	defer os.Remove(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, perm); err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		return nil, fmt.Errorf("chmod %s: %w", spec.Address, err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, spec.Address); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	return &unixListener{ln, spec.Address}, nil
+}
+
+// unixListener is a socket renamed into place after bind: it reports
+// and, on Close, removes its final path, as a net.UnixListener does for
+// the path it was bound to.
+type unixListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	if err == nil {
+		os.Remove(l.path)
+	}
+	return err
 }
