@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/replygate/replygate/config"
+	"github.com/replygate/replygate/milter"
 	"github.com/replygate/replygate/vacation/api"
 )
 
@@ -60,25 +61,12 @@ func listenAPI(cfg config.Config, state string) (*apiListeners, error) {
 
 // listenSocket opens the local socket, mode 0600: who can connect is
 // who the daemon trusts as admin (its own user and root, by SO_PEERCRED).
-// A socket left by a crash is replaced; one that answers belongs to a
-// running daemon and is left alone.
+// milter.Listen replaces a socket left by a crash, refuses one that a
+// running daemon answers on, and sets the mode before the socket appears
+// at its path.
 func listenSocket(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("api.socket %s: another replygate is serving it", path)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("api.socket %s: exists and is not a socket", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := milter.Listen(milter.Spec{Network: "unix", Address: path}, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("api.socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("api.socket: %w", err)
 	}
 	return ln, nil
