@@ -380,7 +380,8 @@ type faultResult struct {
 	judgedRefused           int // ... and replygate logged its fail action for it
 	// From the relay's acceptance of a reply (its arrival at the sink) to
 	// replygate's "reply sent" line, logged once the outbox has marked it
-	// done: a kill -9 in this window sends the reply again.
+	// done: a kill -9 in this window sends the reply again. For the
+	// replies sent once.
 	doneWindow     []time.Duration
 	milterWarnings map[string]int
 	timeouts       string // Postfix's milter_*_timeout
@@ -648,10 +649,12 @@ func (l *faultLab) countReplies(r *faultResult, db *sql.DB, probe string) {
 	for _, m := range replies(msgs) {
 		r.replies++
 		rcpt := strings.Join(m.To, ",")
-		if at, ok := doneAt[rcpt]; ok && len(got[rcpt]) == 0 {
-			r.doneWindow = append(r.doneWindow, at.Sub(m.At))
-		}
 		got[rcpt] = append(got[rcpt], m.At)
+	}
+	for rcpt, arrivals := range got {
+		if at, ok := doneAt[rcpt]; ok && len(arrivals) == 1 {
+			r.doneWindow = append(r.doneWindow, at.Sub(arrivals[0]))
+		}
 	}
 	for s := range queued {
 		switch arrivals := got[s]; {
@@ -724,7 +727,7 @@ func (r faultResult) report(t *testing.T) {
   messages: %d accepted by Postfix (%d smtp-source runs, %d gave up; %d vacation senders, %d 4xx retried, %d errors), %d delivered, lost %d, delivered twice %d
   without a verdict: %d of %d (%d smtp-source, %d vacation)
   replies: %d queued, %d sent, lost %d, duplicated %d (%d by a kill between the relay's acceptance and done), unexpected %d; vacation messages with no verdict but a queued reply %d, judged allow with no reply queued %d (%d with the fail action logged)
-  relay's acceptance to reply marked done: median %v, p99 %v, max %v (%d replies)
+  relay's acceptance to reply marked done: median %v, p99 %v, max %v (%d replies sent once)
   Postfix milter warnings:
 %s`,
 		r.fault, r.times.n, r.elapsed.Round(time.Second), r.times.total.Round(10*time.Millisecond), r.times.max.Round(10*time.Millisecond), strings.Join(durs, " "),
