@@ -628,9 +628,9 @@ func TestListenUnixMode(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	ln, err = Listen(Spec{"unix", path}, 0o600)
+	ln2, err := Listen(Spec{"unix", path}, 0o600)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
-	ln.Close()
+	ln2.Close()
 }
