@@ -36,7 +36,8 @@ type Config struct {
 	// ("CN=ops,OU=replygate-admin").
 	Admins []string
 	// LocalUIDs says which users may use the local socket; they are
-	// admins there (they could read the store's file anyway).
+	// admins there: the daemon's own user holds its store's credentials
+	// anyway, and root holds everything.
 	LocalUIDs func(uid uint32) bool
 	// Registerer takes the API's own metrics; Gatherer is served at
 	// /metrics. Nil: no metrics.
@@ -222,20 +223,21 @@ var errForbidden = errors.New("forbidden")
 // authed authenticates the request, under the guard, then runs h.
 func (s *Server) authed(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client := clientKey(r)
-		now := s.now()
-		if wait := s.guard.wait(client, now); wait > 0 {
+		addr := clientAddr(r.RemoteAddr)
+		key := addr + "|" + credential(r)
+		if wait := s.guard.admit(key, s.now()); wait > 0 {
 			s.throttled.Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
-			writeError(w, http.StatusTooManyRequests, "too many failed authentications from "+client+"; try again later")
+			writeError(w, http.StatusTooManyRequests, "too many failed authentications from "+addr+"; try again later")
 			return
 		}
 		p, err := s.authenticate(r)
 		var ue errUnauthenticated
-		if errors.As(err, &ue) {
+		failed := errors.As(err, &ue)
+		n, locked := s.guard.judged(key, failed, s.now())
+		if failed {
 			s.authFailures.Inc()
-			n, locked := s.guard.fail(client, now)
-			s.log.Warn("api auth failed", "remote", client, "reason", ue.reason, "failures", n, "locked_out", locked,
+			s.log.Warn("api auth failed", "remote", addr, "reason", ue.reason, "failures", n, "locked_out", locked,
 				"method", r.Method, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="replygate"`)
 			writeError(w, http.StatusUnauthorized, "authentication required: a client certificate or a bearer token")
@@ -251,13 +253,26 @@ func (s *Server) authed(h handler) http.Handler {
 	})
 }
 
-// clientKey is what the guard counts failures by: the client's IP.
-func clientKey(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil || host == "" {
+// credential names what r authenticates with, for the guard: failures
+// are counted per client address and credential, so that a client who
+// fails on purpose slows down its own guesses, not other users of the
+// same address (a NAT, the local machine) with credentials of their own.
+// A token is named by its public id: guessing one token's secret is
+// throttled however the guesses are spread.
+func credential(r *http.Request) string {
+	if _, ok := peerUID(r.Context()); ok {
 		return "local"
 	}
-	return host
+	if h := r.Header.Get("Authorization"); h != "" {
+		if id, _, ok := splitToken(bearer(h)); ok {
+			return "token:" + id
+		}
+		return "token"
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return "cert"
+	}
+	return "none"
 }
 
 // fail answers err: a 4xx naming the problem, or a 500 whose cause goes
@@ -268,19 +283,19 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", mbe.Limit))
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request: larger than %d bytes", mbe.Limit))
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, fe.Error())
 	case errors.As(err, &ie):
 		writeError(w, http.StatusBadRequest, ie.Error())
 	case errors.Is(err, errUnsupportedType):
-		writeError(w, http.StatusUnsupportedMediaType, "body: want Content-Type application/json")
+		writeError(w, http.StatusUnsupportedMediaType, "request: want Content-Type: application/json")
 	case errors.Is(err, errForbidden):
 		writeError(w, http.StatusForbidden, "forbidden: these credentials do not manage this address")
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, store.ErrAddressTaken):
-		writeError(w, http.StatusConflict, "aliases: "+err.Error())
+		writeError(w, http.StatusConflict, err.Error()) // names the field and the address
 	case store.Unreachable(err):
 		// Nothing was stored; the client may try again.
 		s.log.Warn("api request failed: store unreachable", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -308,14 +323,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 var errUnsupportedType = errors.New("unsupported content type")
 
-// body bounds r's body and checks its type; JSON only, which also keeps
-// browsers' cross-site form posts out.
+// body bounds r's body and checks its type: application/json, always. A
+// browser sends a cross-site request with another type, or none, without
+// asking first (no CORS preflight), and with a client certificate
+// installed it would authenticate; requiring JSON keeps those out.
 func body(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return r, errUnsupportedType
-		}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return r, errUnsupportedType
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 	return r, nil
@@ -335,9 +350,10 @@ func address(r *http.Request, p principal) (string, error) {
 	return addr, nil
 }
 
-// audit writes the one line a change leaves: who, what, which address.
+// audit writes the one line a change leaves (who, what, which address)
+// and tells the daemon that settings changed (Config.Changed).
 func (s *Server) audit(r *http.Request, p principal, action, target string) {
-	s.log.Info("audit", "who", p.who, "action", action, "target", target, "remote", clientKey(r))
+	s.log.Info("audit", "who", p.who, "action", action, "target", target, "remote", clientAddr(r.RemoteAddr))
 	if s.cfg.Changed != nil {
 		s.cfg.Changed()
 	}
@@ -401,15 +417,28 @@ func (s *Server) deleteVacation(w http.ResponseWriter, r *http.Request, p princi
 
 // listVacations shows admins everyone's, others their own.
 func (s *Server) listVacations(w http.ResponseWriter, r *http.Request, p principal) error {
+	out := []Vacation{}
+	if !p.admin {
+		// A user's own addresses only: never load everyone's to filter.
+		for _, a := range p.addresses {
+			v, err := s.st.GetVacation(r.Context(), a)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, FromStore(v))
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
 	vs, err := s.st.ListVacations(r.Context())
 	if err != nil {
 		return err
 	}
-	out := []Vacation{}
 	for _, v := range vs {
-		if p.may(v.Address) {
-			out = append(out, FromStore(v))
-		}
+		out = append(out, FromStore(v))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -517,7 +546,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	code := http.StatusOK
 	for name, check := range s.cfg.Health {
 		if err := check(ctx); err != nil {
-			out[name] = "down: " + err.Error()
+			// The cause (a database host, a user name) goes to the log
+			// only: /healthz answers without credentials.
+			s.log.Warn("health check failed", "check", name, "err", err)
+			out[name] = "down"
 			code = http.StatusServiceUnavailable
 		} else {
 			out[name] = "up"

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +36,9 @@ type lab struct {
 	st    store.Store
 	logs  *syncBuffer
 	admin tls.Certificate
-	now   time.Time
+	// subjectAdmin is an admin by its subject, not its fingerprint.
+	subjectAdmin tls.Certificate
+	now          time.Time // the server's clock, frozen
 }
 
 type syncBuffer struct {
@@ -67,14 +71,17 @@ func newLab(t *testing.T) *lab {
 	t.Cleanup(func() { st.Close() })
 	l := &lab{t: t, ca: ca, st: st, logs: &syncBuffer{}, now: time.Now()}
 	l.admin = l.clientCert(ca, "ops@example.com", true, siteca.Options{})
+	l.subjectAdmin = l.clientCert(ca, "root@example.com", true, siteca.Options{})
 	reg := prometheus.NewRegistry()
 	s := api.New(st, api.Config{
-		ClientCAs:  ca.Pool(),
-		Admins:     []string{siteca.Fingerprint(l.admin.Leaf)},
+		ClientCAs: ca.Pool(),
+		// One admin by fingerprint (upper case, as some tools print it),
+		// one by subject.
+		Admins:     []string{strings.ToUpper(siteca.Fingerprint(l.admin.Leaf)), l.subjectAdmin.Leaf.Subject.String()},
 		LocalUIDs:  func(uint32) bool { return false },
 		Registerer: reg, Gatherer: reg,
 		Health: map[string]func(context.Context) error{"store": func(ctx context.Context) error { _, err := st.OutboxLen(ctx); return err }},
-	}, slog.New(slog.NewJSONHandler(l.logs, nil)), time.Now)
+	}, slog.New(slog.NewJSONHandler(l.logs, nil)), func() time.Time { return l.now }) // frozen: back-offs do not run out mid-test
 	l.srv = httptest.NewUnstartedServer(s.Handler())
 	certPEM, keyPEM, err := ca.IssueServer([]string{"127.0.0.1"}, siteca.Options{})
 	if err != nil {
@@ -190,6 +197,21 @@ func TestCertificates(t *testing.T) {
 	if a.code != 200 || json.Unmarshal([]byte(a.body), &v) != nil || v.Subject != "Out of office" || v.Start == nil || *v.Start != "2026-12-24T00:00:00+01:00" {
 		t.Errorf("GET own = %d %s", a.code, a.body)
 	}
+	// The same address in other spellings is still hers; another
+	// address, however it is escaped, is not.
+	if a := l.do(ac, "GET", "/v1/vacations/ALICE@Example.COM", "", ""); a.code != 200 {
+		t.Errorf("GET own in upper case = %d %s", a.code, a.body)
+	}
+	if a := l.do(ac, "GET", "/v1/vacations/alice%40example.com", "", ""); a.code != 200 {
+		t.Errorf("GET own with %%40 = %d %s", a.code, a.body)
+	}
+	for _, p := range []string{"/v1/vacations/bob%40example.com", "/v1/vacations/alice@example.com%2F..%2Fbob@example.com", "/v1/vacations/bob@example.com%00alice@example.com"} {
+		if a := l.do(ac, "GET", p, "", ""); a.code != 403 && a.code != 400 && a.code != 404 {
+			t.Errorf("GET %s = %d %s, want 400, 403 or 404", p, a.code, a.body)
+		} else if a.code == 200 || strings.Contains(a.body, "Out of office") {
+			t.Errorf("GET %s leaked a vacation: %s", p, a.body)
+		}
+	}
 	for _, r := range []struct{ method, path, body string }{
 		{"GET", "/v1/vacations/bob@example.com", ""},
 		{"PUT", "/v1/vacations/bob@example.com", own},
@@ -211,6 +233,9 @@ func TestCertificates(t *testing.T) {
 	var list []api.Vacation
 	if a := l.do(adm, "GET", "/v1/vacations", "", ""); a.code != 200 || json.Unmarshal([]byte(a.body), &list) != nil || len(list) != 2 {
 		t.Errorf("admin list = %d %s, want both vacations", a.code, a.body)
+	}
+	if a := l.do(l.client(&l.subjectAdmin), "GET", "/v1/vacations/bob@example.com", "", ""); a.code != 200 {
+		t.Errorf("admin by subject GET bob = %d %s", a.code, a.body)
 	}
 	if a := l.do(ac, "GET", "/v1/vacations", "", ""); a.code != 200 || json.Unmarshal([]byte(a.body), &list) != nil || len(list) != 1 || list[0].Address != "alice@example.com" {
 		t.Errorf("alice list = %d %s, want only her own", a.code, a.body)
@@ -257,11 +282,33 @@ func TestTokens(t *testing.T) {
 	if a := l.do(plain, "PUT", "/v1/vacations/carol@example.com", carol.Token, own); a.code != 200 {
 		t.Errorf("token PUT own = %d %s", a.code, a.body)
 	}
+	req, _ := http.NewRequest("GET", l.srv.URL+"/v1/vacations/carol@example.com", nil)
+	req.Header.Set("Authorization", "bearer "+carol.Token) // the scheme is case-insensitive
+	if resp, err := plain.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("lower-case bearer scheme = %v %v, want 200", resp, err)
+	}
 	if a := l.do(plain, "PUT", "/v1/vacations/dave@example.com", carol.Token, own); a.code != 403 {
 		t.Errorf("token PUT other = %d %s, want 403", a.code, a.body)
 	}
-	if a := l.do(plain, "GET", "/v1/tokens", carol.Token, ""); a.code != 403 {
-		t.Errorf("user token lists tokens = %d, want 403", a.code)
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/v1/tokens", ""},
+		{"POST", "/v1/tokens", `{"name": "mine", "admin": true}`},
+		{"DELETE", "/v1/tokens/" + root.ID, ""},
+		{"GET", "/v1/stamping/dave@example.com", ""},
+	} {
+		if a := l.do(plain, r.method, r.path, carol.Token, r.body); a.code != 403 {
+			t.Errorf("user token %s %s = %d %s, want 403", r.method, r.path, a.code, a.body)
+		}
+	}
+	if a := l.do(plain, "PUT", "/v1/vacations/carol@example.com", carol.Token, `{"body": "x", "aliases": ["dave@example.com"]}`); a.code != 400 || !strings.Contains(a.body, "aliases") {
+		t.Errorf("user token claiming another's address as alias = %d %s, want 400", a.code, a.body)
+	}
+	if a := l.do(plain, "PUT", "/v1/stamping/carol@example.com", carol.Token, `{"always": true}`); a.code != 200 {
+		t.Errorf("user token stamping own = %d %s", a.code, a.body)
+	}
+	var list []api.Vacation
+	if a := l.do(plain, "GET", "/v1/vacations", carol.Token, ""); a.code != 200 || json.Unmarshal([]byte(a.body), &list) != nil || len(list) != 1 || list[0].Address != "carol@example.com" {
+		t.Errorf("user token list = %d %s, want only carol's", a.code, a.body)
 	}
 	if a := l.do(plain, "PUT", "/v1/vacations/dave@example.com", root.Token, own); a.code != 200 {
 		t.Errorf("admin token PUT = %d %s", a.code, a.body)
@@ -308,9 +355,10 @@ func TestBruteForceThrottled(t *testing.T) {
 	if codes[401] != 5 || codes[429] != 25 {
 		t.Errorf("30 fast bad tokens got %v, want 5×401 and 25×429", codes)
 	}
-	// Even a valid credential waits out the back-off.
-	if a := l.do(l.client(&l.admin), "GET", "/v1/vacations", "", ""); a.code != 429 {
-		t.Errorf("admin from a throttled address = %d, want 429", a.code)
+	// Another credential from the same address is not held back: a
+	// client failing on purpose cannot lock others out.
+	if a := l.do(l.client(&l.admin), "GET", "/v1/vacations", "", ""); a.code != 200 {
+		t.Errorf("admin from an address where a token is throttled = %d, want 200", a.code)
 	}
 	if !strings.Contains(l.logs.String(), `"failures":5`) {
 		t.Errorf("failures not logged with their count")
@@ -326,12 +374,12 @@ func TestBadRequests(t *testing.T) {
 		code             int
 		want             string
 	}{
-		{"malformed JSON", "/v1/vacations/alice@example.com", `{"body": "x"`, 400, "body:"},
-		{"not an object", "/v1/vacations/alice@example.com", `[1,2]`, 400, "body"},
-		{"trailing data", "/v1/vacations/alice@example.com", `{"body": "x"} {"body": "y"}`, 400, "trailing"},
+		{"malformed JSON", "/v1/vacations/alice@example.com", `{"body": "x"`, 400, "request: truncated JSON"},
+		{"not an object", "/v1/vacations/alice@example.com", `[1,2]`, 400, "request: json: cannot unmarshal array"},
+		{"trailing data", "/v1/vacations/alice@example.com", `{"body": "x"} {"body": "y"}`, 400, "request: trailing data"},
 		{"unknown field", "/v1/vacations/alice@example.com", `{"body": "x", "bcc": "a@b"}`, 400, "bcc: unknown field"},
-		{"wrong type", "/v1/vacations/alice@example.com", `{"body": 5}`, 400, "body: want"},
-		{"oversized", "/v1/vacations/alice@example.com", `{"body": "` + long + `"}`, 413, "larger than"},
+		{"wrong type", "/v1/vacations/alice@example.com", `{"body": 5}`, 400, "body: want a JSON string"},
+		{"oversized", "/v1/vacations/alice@example.com", `{"body": "` + long + `"}`, 413, "request: larger than"},
 		{"empty body", "/v1/vacations/alice@example.com", `{"subject": "x"}`, 400, "body: must not be empty"},
 		{"CRLF subject", "/v1/vacations/alice@example.com", `{"body": "x", "subject": "hi\r\nBcc: victim@example.org"}`, 400, "subject:"},
 		{"LF from_name", "/v1/vacations/alice@example.com", `{"body": "x", "from_name": "Alice\nX-Evil: 1"}`, 400, "from_name:"},
@@ -339,8 +387,8 @@ func TestBadRequests(t *testing.T) {
 		{"display-name alias", "/v1/vacations/alice@example.com", `{"body": "x", "aliases": ["Eve <eve@example.org>"]}`, 400, "aliases:"},
 		{"CRLF time zone", "/v1/vacations/alice@example.com", `{"body": "x", "time_zone": "UTC\r\nX: y"}`, 400, "time_zone:"},
 		{"path time zone", "/v1/vacations/alice@example.com", `{"body": "x", "time_zone": "../../../etc/passwd"}`, 400, "time_zone:"},
-		{"NUL body", "/v1/vacations/alice@example.com", `{"body": "x\u0000y"}`, 400, "body:"},
-		{"bad UTF-8", "/v1/vacations/alice@example.com", "{\"body\": \"x\", \"subject\": \"\xff\xfe\"}", 400, "must be UTF-8"},
+		{"NUL body", "/v1/vacations/alice@example.com", `{"body": "x\u0000y"}`, 400, "body: must not contain control characters"},
+		{"bad UTF-8", "/v1/vacations/alice@example.com", "{\"body\": \"x\", \"subject\": \"\xff\xfe\"}", 400, "request: must be UTF-8"},
 		{"end before start", "/v1/vacations/alice@example.com", `{"body": "x", "start": "2030-12-26", "end": "2030-12-24"}`, 400, "end: must be after start"},
 		{"end in the past", "/v1/vacations/alice@example.com", `{"body": "x", "end": "2001-01-01"}`, 400, "end: is in the past"},
 		{"start far ahead", "/v1/vacations/alice@example.com", `{"body": "x", "start": "9999-01-01"}`, 400, "start:"},
@@ -352,6 +400,9 @@ func TestBadRequests(t *testing.T) {
 		{"display name in path", "/v1/vacations/Alice%20%3Calice@example.com%3E", `{"body": "x"}`, 400, "address:"},
 		{"stamping without always", "/v1/stamping/alice@example.com", `{}`, 400, "always:"},
 		{"stamping string", "/v1/stamping/alice@example.com", `{"always": "yes"}`, 400, "always:"},
+		{"stamping false, then junk", "/v1/stamping/alice@example.com", `{"always": false} x`, 400, "request: trailing"},
+		{"non-ASCII address", "/v1/vacations/%E2%84%AAate@example.com", `{"body": "x"}`, 400, "address:"},
+		{"long from_name", "/v1/vacations/alice@example.com", `{"body": "x", "from_name": "` + strings.Repeat("n", 101) + `"}`, 400, "from_name: longer than 100"},
 	}
 	for _, c := range cases {
 		a := l.do(adm, "PUT", c.path, "", c.body)
@@ -365,11 +416,20 @@ func TestBadRequests(t *testing.T) {
 	if s, err := l.st.StampAllSenders(context.Background()); err != nil || len(s) != 0 {
 		t.Errorf("bad requests stored stamping %v (%v)", s, err)
 	}
+	if a := l.do(adm, "GET", "/v1/stamping/alice@example.com", "", ""); a.code != 200 || !strings.Contains(a.body, `"always": false`) {
+		t.Errorf("stamping after bad requests = %d %s, want never set", a.code, a.body)
+	}
 	// Wrong content type, wrong method, unknown path.
 	req, _ := http.NewRequest("PUT", l.srv.URL+"/v1/vacations/alice@example.com", strings.NewReader("body=x"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if resp, err := adm.Do(req); err != nil || resp.StatusCode != 415 {
 		t.Errorf("form post = %v %v, want 415", resp, err)
+	}
+	// No Content-Type at all is what a browser's cross-site request may
+	// send without asking first.
+	req, _ = http.NewRequest("POST", l.srv.URL+"/v1/tokens", strings.NewReader(`{"name": "x", "admin": true}`))
+	if resp, err := adm.Do(req); err != nil || resp.StatusCode != 415 {
+		t.Errorf("POST without Content-Type = %v %v, want 415", resp, err)
 	}
 	if a := l.do(adm, "POST", "/v1/vacations/alice@example.com", "", `{"body":"x"}`); a.code != 405 || a.hdr.Get("Allow") == "" || !strings.Contains(a.body, `"error"`) {
 		t.Errorf("POST vacation = %d %s, want 405 JSON with Allow", a.code, a.body)
@@ -395,6 +455,9 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 func TestLocalSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("peer credentials (SO_PEERCRED) are read on Linux only")
+	}
 	st, err := store.OpenSQLite(filepath.Join(t.TempDir(), "replygate.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -419,6 +482,8 @@ func TestLocalSocket(t *testing.T) {
 			t.Errorf("local PUT as uid %d = %v", uid, err)
 		case !allowed && (err == nil || !errors.As(err, &ae) || ae.Status != 401):
 			t.Errorf("local PUT as an unlisted uid = %v, want 401", err)
+		case !allowed && !strings.Contains(logs.String(), fmt.Sprintf("local uid %d may not use the socket", uid)):
+			t.Errorf("refusal does not name the peer's uid (SO_PEERCRED unread?):\n%s", logs.String())
 		}
 		srv.Close()
 	}
@@ -452,5 +517,25 @@ func TestStoreDown(t *testing.T) {
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || !strings.Contains(ae.Message, "nothing was changed") {
 		t.Errorf("PUT with the store down = %v, want 503 saying nothing was changed", err)
+	}
+}
+
+// TestRemoteClear: the CLI never sends a token or a vacation text in
+// clear text beyond loopback.
+func TestRemoteClear(t *testing.T) {
+	for base, ok := range map[string]bool{
+		"https://mail.example.com:8895": true,
+		"http://127.0.0.1:8895":         true,
+		"http://localhost:8895":         true,
+		"http://[::1]:8895":             true,
+		"http://mail.example.com:8895":  false,
+		"http://192.0.2.1:8895":         false,
+		"ftp://mail.example.com":        false,
+		"mail.example.com:8895":         false,
+	} {
+		_, err := api.NewRemote(base, nil, "rgt_x")
+		if (err == nil) != ok {
+			t.Errorf("NewRemote(%q) = %v, want ok=%v", base, err, ok)
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 
 // principal is who a request speaks for, once authenticated.
 type principal struct {
-	who       string   // for the audit log: "cert:alice@example.com", "token:3f9a… (bugtracker)", "local:uid=0"
+	who       string   // for the audit log: "cert:CN=alice@example.com", "token:3f9a… (bugtracker)", "local:uid=0"
 	admin     bool     // manages every address
 	addresses []string // else: the addresses it manages, Key form
 }
@@ -132,7 +132,7 @@ func (s *Server) byCertificate(r *http.Request) (principal, error) {
 	}
 	fp := siteca.Fingerprint(leaf)
 	for _, a := range s.cfg.Admins {
-		if a == fp || a == leaf.Subject.String() {
+		if strings.EqualFold(a, fp) || a == leaf.Subject.String() {
 			p.admin = true
 		}
 	}
@@ -140,6 +140,16 @@ func (s *Server) byCertificate(r *http.Request) (principal, error) {
 		return principal{}, errUnauthenticated{fmt.Sprintf("client certificate %q names no e-mail address and is no admin", leaf.Subject.String())}
 	}
 	return p, nil
+}
+
+// bearer returns the token of an Authorization field, "" when it is not
+// "Bearer TOKEN" (the scheme is case-insensitive, RFC 9110 section 11.1).
+func bearer(h string) string {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 // authenticate finds who r speaks for: the local socket's peer, a bearer
@@ -153,11 +163,11 @@ func (s *Server) authenticate(r *http.Request) (principal, error) {
 		return principal{}, errUnauthenticated{fmt.Sprintf("local uid %d may not use the socket", uid)}
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
+		tok := bearer(h)
+		if tok == "" {
 			return principal{}, errUnauthenticated{"Authorization is not a Bearer token"}
 		}
-		return s.byToken(r.Context(), strings.TrimSpace(tok))
+		return s.byToken(r.Context(), tok)
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		return s.byCertificate(r)

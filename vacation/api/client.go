@@ -52,6 +52,11 @@ func NewRemote(base string, tlsCfg *tls.Config, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("--server %q: want https://HOST:PORT", base)
 	}
+	if ip := net.ParseIP(u.Hostname()); u.Scheme == "http" && u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		// A token or a vacation text must not cross a network in clear
+		// text; the daemon refuses such a listener, and so does the CLI.
+		return nil, fmt.Errorf("--server %q: plain http only to loopback; use https://", base)
+	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg}
 	return &Client{base: strings.TrimSuffix(base, "/"), hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, token: token}, nil
 }

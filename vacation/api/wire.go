@@ -22,7 +22,8 @@ const (
 	MaxBody         = 1 << 20 // request body, bytes
 	maxText         = 64 << 10
 	maxHTML         = 256 << 10
-	maxLine         = 200 // subject, from_name: runes
+	maxSubject      = 200 // runes
+	maxFromName     = 100 // runes; compose keeps no more
 	maxAliases      = 50
 	maxIntervalDays = 365
 	maxAhead        = 10 * 365 * 24 * time.Hour // how far ahead start or end may lie
@@ -110,7 +111,7 @@ func decodeJSON(r io.Reader, dst any) error {
 	}
 	// encoding/json would quietly turn bad UTF-8 into U+FFFD.
 	if !utf8.Valid(b) {
-		return fieldErr("body", "must be UTF-8")
+		return fieldErr("request", "must be UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -124,34 +125,38 @@ func decodeJSON(r io.Reader, dst any) error {
 		case errors.As(err, &te) && te.Field != "":
 			return fieldErr(te.Field, "want a JSON %s", te.Type.String())
 		case errors.As(err, &se):
-			return fieldErr("body", "malformed JSON at byte %d", se.Offset)
+			return fieldErr("request", "malformed JSON at byte %d", se.Offset)
 		case errors.Is(err, io.EOF):
-			return fieldErr("body", "empty; want a JSON object")
+			return fieldErr("request", "empty; want a JSON object")
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			return fieldErr("body", "truncated JSON")
+			return fieldErr("request", "truncated JSON")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return fieldErr(name, "unknown field")
 		}
-		return fieldErr("body", "%v", err)
+		return fieldErr("request", "%v", err)
 	}
 	if dec.More() {
-		return fieldErr("body", "trailing data after the JSON object")
+		return fieldErr("request", "trailing data after the JSON object")
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fieldErr("body", "trailing data after the JSON object")
+		return fieldErr("request", "trailing data after the JSON object")
 	}
 	return nil
 }
 
 // ParseAddress reads an address as the API takes it: one bare mailbox
-// (no display name, no group), at most 254 bytes, per net/mail.
+// (no display name, no group), at most 254 bytes, per net/mail, and
+// ASCII. Internationalized addresses are refused for now: the store
+// lower-cases addresses, and Unicode case folding maps look-alikes
+// together (K, KELVIN SIGN), so an admin approving "\u212Aate@" would
+// hand out kate@.
 func ParseAddress(field, s string) (string, error) {
 	if s == "" {
 		return "", fieldErr(field, "must not be empty")
 	}
-	if len(s) > 254 || !utf8.ValidString(s) || strings.ContainsFunc(s, isControl) {
-		return "", fieldErr(field, "not a valid address")
+	if len(s) > 254 || strings.ContainsFunc(s, func(r rune) bool { return r >= 0x80 || isControl(r) }) {
+		return "", fieldErr(field, "not a valid address (ASCII only, at most 254 bytes)")
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Name != "" || a.Address != s {
@@ -200,8 +205,8 @@ func (req VacationRequest) check(address string, now time.Time) (store.Vacation,
 		return store.Vacation{}, fieldErr("body", "must not be empty")
 	}
 	for _, err := range []error{
-		line("subject", req.Subject, maxLine),
-		line("from_name", req.FromName, maxLine),
+		line("subject", req.Subject, maxSubject),
+		line("from_name", req.FromName, maxFromName),
 		text("body", req.Body, maxText),
 		text("html_body", req.HTMLBody, maxHTML),
 		line("time_zone", req.TimeZone, 64),

@@ -24,7 +24,7 @@ var ErrLeaseLost = errors.New("lease lost: the reply was claimed again")
 
 // Vacation is one user's settings.
 type Vacation struct {
-	Address      string   // the user's address, as given (domain lower-cased)
+	Address      string   // the user's address in Key form (lower-cased)
 	Aliases      []string // other addresses that name the user in To/Cc
 	Subject      string   // "" means "Auto: <original subject>"
 	Body         string   // text/plain body, UTF-8
