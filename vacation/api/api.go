@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,7 +144,7 @@ func (s *Server) Handler() http.Handler {
 	allow := map[string][]string{}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.authed(rt.h))
-		method, path, _ := cutSpace(rt.pattern)
+		method, path, _ := strings.Cut(rt.pattern, " ")
 		allow[path] = append(allow[path], method)
 	}
 	for path, methods := range allow {
@@ -158,15 +159,6 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, http.StatusNotFound, "not found")
 	})
 	return s.instrument(mux)
-}
-
-func cutSpace(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return "", s, false
 }
 
 // statusWriter remembers the status for the request counter.
