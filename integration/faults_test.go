@@ -543,18 +543,22 @@ func isReply(m mtalab.Message) bool {
 func (l *faultLab) countMessages(r *faultResult) {
 	t := l.t
 	log := l.pf.Log()
-	queued, sent := map[string]bool{}, map[string]bool{}
+	// Counted per queue id, not as a set: Postfix's short queue ids
+	// (inode and microseconds) come round again within a long run, so
+	// one id may name two messages minutes apart.
+	queued, sent := map[string]int{}, map[string]int{}
 	for _, m := range maillogQueued.FindAllStringSubmatch(log, -1) {
-		queued[m[1]] = true
+		queued[m[1]]++
+		r.accepted++
 	}
 	for _, m := range maillogSent.FindAllStringSubmatch(log, -1) {
-		sent[m[1]] = true
+		sent[m[1]]++
+		r.delivered++
 	}
-	r.accepted, r.delivered = len(queued), len(sent)
-	for q := range queued {
-		if !sent[q] {
-			r.lost++
-			t.Errorf("queue id %s: accepted by Postfix, never delivered", q)
+	for q, n := range queued {
+		if sent[q] < n {
+			r.lost += n - sent[q]
+			t.Errorf("queue id %s: accepted by Postfix %d times, delivered %d times", q, n, sent[q])
 		}
 	}
 	r.milterWarnings = map[string]int{}
