@@ -80,7 +80,8 @@ const (
 // database/sql's pool drops broken connections and dials anew, so the
 // store recovers on its own when PostgreSQL comes back.
 type Postgres struct {
-	db    *sql.DB
+	db *sql.DB
+	vacationReads
 	where string // postgres user@host:port/db, for errors
 	// migrateDB is a pool of its own (one connection, none idle) that
 	// the migrations run on, before db opens its first connection.
@@ -138,6 +139,7 @@ func NewPostgres(dsn string) (*Postgres, error) {
 	s.migrateDB.SetMaxOpenConns(1)
 	s.migrateDB.SetMaxIdleConns(0)
 	s.db = sql.OpenDB(migratingConnector{stdlib.GetConnector(*cfg), s})
+	s.vacationReads = vacationReads{db: s.db, order: pgVacationOrder, storable: pgText}
 	s.db.SetMaxOpenConns(pgMaxOpenConns)
 	s.db.SetMaxIdleConns(pgMaxIdleConns)
 	s.db.SetConnMaxIdleTime(pgConnMaxIdleTime)
@@ -353,42 +355,6 @@ func (s *Postgres) PutVacation(ctx context.Context, v Vacation) (Vacation, error
 // pgVacationOrder sorts addresses by their bytes, as SQLite does, not
 // by the database's collation (en_US would put "a.b@" after "ab@").
 const pgVacationOrder = ` ORDER BY v.address COLLATE "C", a.pos`
-
-func (s *Postgres) oneVacation(ctx context.Context, op, addr, query string) (Vacation, error) {
-	if !pgText(addr) {
-		return Vacation{}, ErrNotFound // nothing stored can match it
-	}
-	vs, err := queryVacations(ctx, s.db, query, Key(addr))
-	if err != nil {
-		return Vacation{}, fmt.Errorf("%s %s: %w", op, addr, err)
-	}
-	if len(vs) == 0 {
-		return Vacation{}, ErrNotFound
-	}
-	return vs[0], nil
-}
-
-// GetVacation returns the vacation of address, or ErrNotFound.
-func (s *Postgres) GetVacation(ctx context.Context, address string) (Vacation, error) {
-	return s.oneVacation(ctx, "get vacation", address,
-		vacationSelect+` WHERE v.address = $1`+pgVacationOrder)
-}
-
-// FindVacation returns the vacation whose address or alias is rcpt, or
-// ErrNotFound: one lookup in the aliases primary key.
-func (s *Postgres) FindVacation(ctx context.Context, rcpt string) (Vacation, error) {
-	return s.oneVacation(ctx, "find vacation", rcpt,
-		vacationSelect+` WHERE v.address = (SELECT n.address FROM aliases n WHERE n.alias = $1)`+pgVacationOrder)
-}
-
-// ListVacations returns every vacation, by address.
-func (s *Postgres) ListVacations(ctx context.Context) ([]Vacation, error) {
-	vs, err := queryVacations(ctx, s.db, vacationSelect+pgVacationOrder)
-	if err != nil {
-		return nil, fmt.Errorf("list vacations: %w", err)
-	}
-	return vs, nil
-}
 
 // DeleteVacation removes the vacation of address with its aliases and
 // its reply log, in one transaction; replies already queued stay queued.

@@ -59,6 +59,7 @@ const sqliteParams = "?_txlock=immediate&_busy_timeout=5000&_journal_mode=WAL&_s
 // file; SQLite's locks keep them consistent.
 type SQLite struct {
 	db *sql.DB
+	vacationReads
 	// wsem lets one write transaction of this handle run at a time, so
 	// this process's writers queue here rather than poll SQLite's busy
 	// handler; other handles and processes still meet busy_timeout.
@@ -98,7 +99,8 @@ func OpenSQLite(path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &SQLite{db: db, wsem: make(chan struct{}, 1)}
+	s := &SQLite{db: db, wsem: make(chan struct{}, 1),
+		vacationReads: vacationReads{db: db, order: vacationOrder, storable: func(string) bool { return true }}}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -248,47 +250,7 @@ func (s *SQLite) PutVacation(ctx context.Context, v Vacation) (Vacation, error) 
 	return v, nil
 }
 
-// vacationSelect yields one row per alias (a.alias NULL when there is
-// none), ordered so that a vacation's rows are consecutive.
-const vacationSelect = `SELECT v.address, v.subject, v.body, v.html_body, v.from_name,
-	v.start_ms, v.end_ms, v.time_zone, v.interval_days, v.version, v.updated_ms, a.alias
-FROM vacations v LEFT JOIN aliases a ON a.address = v.address AND a.pos > 0`
-
 const vacationOrder = ` ORDER BY v.address, a.pos`
-
-func (s *SQLite) oneVacation(ctx context.Context, op, addr, query string) (Vacation, error) {
-	vs, err := queryVacations(ctx, s.db, query, Key(addr))
-	if err != nil {
-		return Vacation{}, fmt.Errorf("%s %s: %w", op, addr, err)
-	}
-	if len(vs) == 0 {
-		return Vacation{}, ErrNotFound
-	}
-	return vs[0], nil
-}
-
-// GetVacation returns the vacation of address, or ErrNotFound.
-func (s *SQLite) GetVacation(ctx context.Context, address string) (Vacation, error) {
-	return s.oneVacation(ctx, "get vacation", address,
-		vacationSelect+` WHERE v.address = $1`+vacationOrder)
-}
-
-// FindVacation returns the vacation whose address or alias is rcpt (in
-// Key form: the domain's case does not matter), or ErrNotFound. It is
-// one lookup in the aliases primary key.
-func (s *SQLite) FindVacation(ctx context.Context, rcpt string) (Vacation, error) {
-	return s.oneVacation(ctx, "find vacation", rcpt,
-		vacationSelect+` WHERE v.address = (SELECT n.address FROM aliases n WHERE n.alias = $1)`+vacationOrder)
-}
-
-// ListVacations returns every vacation, by address.
-func (s *SQLite) ListVacations(ctx context.Context) ([]Vacation, error) {
-	vs, err := queryVacations(ctx, s.db, vacationSelect+vacationOrder)
-	if err != nil {
-		return nil, fmt.Errorf("list vacations: %w", err)
-	}
-	return vs, nil
-}
 
 // DeleteVacation removes the vacation of address with its aliases and
 // its reply log, so that a vacation set again later starts afresh (its

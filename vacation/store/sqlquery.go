@@ -93,3 +93,56 @@ func stampAllSenders(ctx context.Context, db *sql.DB, order string) ([]string, e
 	}
 	return out, rows.Err()
 }
+
+// vacationSelect yields one row per alias (a.alias NULL when there is
+// none), ordered so that a vacation's rows are consecutive.
+const vacationSelect = `SELECT v.address, v.subject, v.body, v.html_body, v.from_name,
+	v.start_ms, v.end_ms, v.time_zone, v.interval_days, v.version, v.updated_ms, a.alias
+FROM vacations v LEFT JOIN aliases a ON a.address = v.address AND a.pos > 0`
+
+// vacationReads are the vacation reads, the same SQL on both stores;
+// each store embeds one. They differ only in the order of the list and
+// in what text the database can hold at all.
+type vacationReads struct {
+	db    *sql.DB
+	order string // ORDER BY of a vacationSelect query
+	// storable reports whether the database can hold addr; when it
+	// cannot, nothing stored can equal it (PostgreSQL refuses NUL and
+	// bad UTF-8 in queries as it does in rows).
+	storable func(addr string) bool
+}
+
+func (r vacationReads) one(ctx context.Context, op, addr, query string) (Vacation, error) {
+	if !r.storable(addr) {
+		return Vacation{}, ErrNotFound
+	}
+	vs, err := queryVacations(ctx, r.db, query, Key(addr))
+	if err != nil {
+		return Vacation{}, fmt.Errorf("%s %s: %w", op, addr, err)
+	}
+	if len(vs) == 0 {
+		return Vacation{}, ErrNotFound
+	}
+	return vs[0], nil
+}
+
+// GetVacation returns the vacation of address, or ErrNotFound.
+func (r vacationReads) GetVacation(ctx context.Context, address string) (Vacation, error) {
+	return r.one(ctx, "get vacation", address, vacationSelect+` WHERE v.address = $1`+r.order)
+}
+
+// FindVacation returns the vacation whose address or alias is rcpt (in
+// Key form), or ErrNotFound: one lookup in the aliases primary key.
+func (r vacationReads) FindVacation(ctx context.Context, rcpt string) (Vacation, error) {
+	return r.one(ctx, "find vacation", rcpt,
+		vacationSelect+` WHERE v.address = (SELECT n.address FROM aliases n WHERE n.alias = $1)`+r.order)
+}
+
+// ListVacations returns every vacation, by address.
+func (r vacationReads) ListVacations(ctx context.Context) ([]Vacation, error) {
+	vs, err := queryVacations(ctx, r.db, vacationSelect+r.order)
+	if err != nil {
+		return nil, fmt.Errorf("list vacations: %w", err)
+	}
+	return vs, nil
+}
